@@ -1,0 +1,175 @@
+//! The binary's front door without a cloud: exit codes, messages, output formats.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::pedantic
+)]
+
+mod common;
+
+use common::*;
+
+const DEMO_SECRET: &[(&str, &str)] = &[
+    ("username", "demo"),
+    ("password", "s3cret-Pa55"),
+    ("project_name", "demo"),
+    ("domain_name", "Default"),
+];
+
+#[test]
+fn crds_prints_the_committed_crds() {
+    let out = vm_import(&["crds"], &[]);
+    assert!(out.status.success());
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/crds.yaml"
+    ))
+    .unwrap();
+    assert_eq!(stdout(&out), committed);
+}
+
+#[test]
+fn a_missing_file_is_bad_input() {
+    let out = vm_import(&["preflight", "-f", "/nonexistent/import.yaml"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("cannot read /nonexistent/import.yaml"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_malformed_document_names_document_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = input_yaml(
+        "http://127.0.0.1:1/v3",
+        DEMO_SECRET,
+        "vm",
+        &[("a", "default/b")],
+    )
+    .replace("destinationNetwork", "destination");
+    let f = write(dir.path(), "in.yaml", &text);
+    let out = vm_import(&["preflight", "-f", f.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("document 3 (VirtualMachineImport test-import)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("spec.networkMapping[0]") && err.contains("destinationNetwork"),
+        "{err}"
+    );
+}
+
+#[test]
+fn no_credentials_anywhere_is_bad_input_saying_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = input_yaml("http://127.0.0.1:1/v3", DEMO_SECRET, "vm", &[]);
+    let only_import = text.split("---").nth(2).unwrap();
+    let f = write(dir.path(), "in.yaml", only_import);
+    let out = vm_import(
+        &["preflight", "-f", f.to_str().unwrap()],
+        &[("HOME", dir.path().to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("not in the input") && err.contains("--os-cloud"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unreachable_endpoint_fails_source_auth_with_json_of_the_documented_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = closed_port();
+    let endpoint = format!("http://127.0.0.1:{port}/v3");
+    let f = write(
+        dir.path(),
+        "in.yaml",
+        &input_yaml(&endpoint, DEMO_SECRET, "vm", &[("net", "default/x")]),
+    );
+    let out = vm_import(
+        &["preflight", "-f", f.to_str().unwrap(), "--output", "json"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["import"], "default/test-import");
+    assert_eq!(v["passed"], false);
+    let checks = v["checks"].as_array().unwrap();
+    for c in checks {
+        let keys: Vec<_> = c.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["id", "message", "status", "subject"]);
+        assert!(["pass", "warn", "fail", "skip"].contains(&c["status"].as_str().unwrap()));
+    }
+    let auth = checks.iter().find(|c| c["id"] == "source.auth").unwrap();
+    assert_eq!(auth["status"], "fail");
+    let msg = auth["message"].as_str().unwrap();
+    assert!(
+        msg.contains("cannot connect") && msg.contains(&format!("127.0.0.1:{port}")),
+        "{msg}"
+    );
+    assert!(!stdout(&out).contains("s3cret-Pa55") && !stderr(&out).contains("s3cret-Pa55"));
+}
+
+#[test]
+fn a_self_signed_certificate_without_a_ca_is_a_clear_tls_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = self_signed_tls_server();
+    let endpoint = format!("https://localhost:{port}/v3");
+    let f = write(
+        dir.path(),
+        "in.yaml",
+        &input_yaml(&endpoint, DEMO_SECRET, "vm", &[]),
+    );
+    let out = vm_import(&["preflight", "-f", f.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    let line = text.lines().find(|l| l.contains("source.auth")).unwrap();
+    assert!(
+        line.contains("FAIL") && line.contains("TLS handshake failed"),
+        "{line}"
+    );
+    assert!(
+        line.contains("unknown CA") && line.contains("ca_cert"),
+        "{line}"
+    );
+
+    // With --insecure the handshake passes (Keystone then refuses the credentials), and the
+    // report warns that verification is off.
+    let out = vm_import(&["preflight", "-f", f.to_str().unwrap(), "--insecure"], &[]);
+    let text = stdout(&out);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("WARN") && l.contains("source.tls")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("source.auth") && l.contains("Keystone refused")),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_upstream_readme_objects_are_accepted_as_input() {
+    let base = concat!(env!("CARGO_MANIFEST_DIR"), "/../vmi-api/tests/upstream/");
+    let docs: Vec<String> = [
+        "openstack-source.yaml",
+        "openstack-secret.yaml",
+        "openstack-import-short-kind.yaml",
+    ]
+    .iter()
+    .map(|n| std::fs::read_to_string(format!("{base}{n}")).unwrap())
+    .collect();
+    let request = vmi_core::input::parse_documents(&docs.join("---\n"))
+        .unwrap()
+        .into_request(false)
+        .unwrap();
+    assert_eq!(request.import_key(), "default/openstack-demo");
+    assert!(request.secret.is_some());
+}
