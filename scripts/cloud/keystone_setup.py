@@ -159,6 +159,28 @@ def main():
                     print('  fix %s endpoint %s -> %s' % (iface, s['type'], s['url']))
                     api.patch('/v3/endpoints/%s' % eps[0]['id'],
                               {'endpoint': {'url': s['url']}})
+    # Extra regions for tests: the same services, some at other addresses (e.g. Glance behind
+    # a proxy the tests start, to cut downloads mid-way).
+    regions = [r['id'] for r in api.get('/v3/regions')['regions']]
+    endpoints = api.get('/v3/endpoints')['endpoints']
+    services = api.get('/v3/services')['services']
+    for extra in cfg.get('extra_regions', []):
+        rid = extra['region']
+        if rid not in regions:
+            print('  create region %s' % rid)
+            api.post('/v3/regions', {'region': {'id': rid, 'description': extra.get('description', '')}})
+        for s in cfg['catalog']:
+            sid = [x for x in services if x['type'] == s['type']][0]['id']
+            url = extra.get('overrides', {}).get(s['type'], s['url'])
+            for iface in ('public', 'internal', 'admin'):
+                eps = [e for e in endpoints if e['service_id'] == sid and
+                       e['interface'] == iface and e.get('region_id') == rid]
+                if not eps:
+                    api.post('/v3/endpoints', {'endpoint': {
+                        'service_id': sid, 'interface': iface, 'url': url,
+                        'region_id': rid, 'enabled': True}})
+                elif eps[0]['url'] != url:
+                    api.patch('/v3/endpoints/%s' % eps[0]['id'], {'endpoint': {'url': url}})
     print('  keystone: projects, users, roles and catalog in place')
 
 

@@ -336,6 +336,11 @@ def wait_active(demo, server_ids, timeout=600):
             if s['status'] == 'ERROR':
                 raise osapi.ApiError('server %s (%s) went to ERROR: %s' % (
                     s['name'], sid, s.get('fault')))
+            if s['status'] == 'SHUTOFF' and not s.get('OS-EXT-STS:task_state'):
+                # Imports stop the servers they export: seed brings them back.
+                say('starting %s (%s), stopped since the last seed' % (s['name'], sid))
+                demo.post('compute', '/servers/%s/action' % sid, {'os-start': None},
+                          ok=(202, 409))
             if s['status'] != 'ACTIVE' or s.get('OS-EXT-STS:task_state'):
                 pending.append(sid)
         return not pending

@@ -1,7 +1,10 @@
 //! `vm-import`: one binary, several front doors over one engine.
 
 mod cloud;
+mod import_cmd;
 mod preflight_cmd;
+mod progress;
+mod session;
 
 use std::process::ExitCode;
 
@@ -28,6 +31,11 @@ enum Command {
     /// Exit status: 0 when no check failed (warnings allowed), 1 when a check failed, 2 when the
     /// input itself is unusable.
     Preflight(preflight_cmd::Args),
+    /// Import a VM standalone: export its disks, write them and the KubeVirt manifests to --out.
+    ///
+    /// Resumable: after a crash or Ctrl-C, run the same command again. Exit status: 0 done,
+    /// 1 preflight or the import failed, 2 unusable input, 130 interrupted.
+    Import(import_cmd::Args),
     /// Print the CustomResourceDefinitions (apiextensions.k8s.io/v1) generated from the types.
     Crds,
 }
@@ -61,14 +69,15 @@ impl From<Outcome> for ExitCode {
 fn init_logging(verbose: u8, format: LogFormat) {
     let level = match verbose {
         0 => "warn",
-        1 => "info,vmi_openstack=info",
-        _ => "debug,hyper=info,rustls=info,h2=info",
+        1 => "info",
+        _ => "debug,hyper=info,hyper_util=info,rustls=info,h2=info,reqwest=info",
     };
     let filter = tracing_subscriber::EnvFilter::new(level);
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -101,6 +110,14 @@ fn main() -> ExitCode {
             }
         },
         Command::Preflight(args) => runtime.block_on(preflight_cmd::run(args, cli.verbose)),
+        Command::Import(args) => match runtime.block_on(import_cmd::run(args, cli.verbose)) {
+            Ok(o) => o,
+            Err(code) => {
+                // Interrupted: leave at once; the state is saved.
+                runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+                return ExitCode::from(code);
+            }
+        },
     };
     outcome.into()
 }

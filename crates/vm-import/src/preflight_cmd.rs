@@ -3,14 +3,11 @@
 use std::path::PathBuf;
 
 use clap::ValueEnum;
-use vmi_core::input::{SourceKind, parse_documents};
-use vmi_openstack::HttpOpenstack;
 use vmi_openstack::OpenstackApi;
 use vmi_openstack::preflight::{self, PreflightInput};
-use vmi_openstack::session::SessionOptions;
 
 use crate::Outcome;
-use crate::cloud::{CloudOptions, resolve};
+use crate::cloud::CloudOptions;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -36,60 +33,25 @@ enum Format {
 }
 
 pub async fn run(args: Args, verbose: u8) -> Outcome {
-    let text = match std::fs::read_to_string(&args.file) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: cannot read {}: {e}", args.file.display());
-            return Outcome::BadInput;
-        }
-    };
-    let request = match parse_documents(&text).and_then(|d| d.into_request(true)) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {}: {e}", args.file.display());
-            return Outcome::BadInput;
-        }
-    };
-    if request.source_kind != SourceKind::Openstack {
-        eprintln!(
-            "error: {}: VirtualMachineImport {} uses a {}; this build of vm-import checks \
-             OpenstackSource imports only",
-            args.file.display(),
-            request.import_key(),
-            request.source_kind.kind()
-        );
-        return Outcome::BadInput;
-    }
-    let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
     let options = CloudOptions {
         os_cloud: args.os_cloud.clone(),
         insecure: args.insecure,
     };
-    let cfg = match resolve(&request, &options, &env) {
-        Ok(c) => c,
+    let opened = match crate::session::open(&args.file, &options) {
+        Ok(o) => o,
         Err(e) => {
-            eprintln!("error: {}: {e}", args.file.display());
-            return Outcome::BadInput;
-        }
-    };
-    let endpoint = cfg.auth_url.clone();
-    let who = format!("{} from {}", cfg.credentials.describe(), cfg.origin);
-    let insecure = cfg.tls.insecure;
-    let api = match HttpOpenstack::new(cfg, SessionOptions::default()) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {}: {e}", args.file.display());
+            eprintln!("error: {e}");
             return Outcome::BadInput;
         }
     };
     let input = PreflightInput {
-        import: &request.import,
-        endpoint: &endpoint,
-        credentials: &who,
-        tls_insecure: insecure,
+        import: &opened.request.import,
+        endpoint: &opened.endpoint,
+        credentials: &opened.credentials,
+        tls_insecure: opened.tls_insecure,
         destination_exists: None,
     };
-    let outcome = preflight::run(&api, &input).await;
+    let outcome = preflight::run(&opened.api, &input).await;
     match args.output {
         Format::Text => print!("{}", outcome.report.render_text()),
         Format::Json => match serde_json::to_string_pretty(&outcome.report) {
@@ -103,8 +65,8 @@ pub async fn run(args: Args, verbose: u8) -> Outcome {
     if verbose > 0 {
         eprintln!(
             "OpenStack API requests: {} (global request id {})",
-            api.request_count(),
-            api.session().global_request_id()
+            opened.api.request_count(),
+            opened.api.session().global_request_id()
         );
     }
     if outcome.report.passed() {

@@ -3,9 +3,11 @@
 //! them to these functions; the CLI and the controller render what comes back.
 
 pub mod input;
+pub mod manifest;
 pub mod model;
 pub mod names;
 pub mod network;
+pub mod phase;
 pub mod preflight;
 pub mod secret;
 

@@ -1,9 +1,10 @@
 //! The neutral VM model every source produces and every manifest is generated from.
 
+use serde::{Deserialize, Serialize};
 use vmi_api::{DiskBus, NetworkInterfaceModel};
 
 /// A virtual machine as described by its source, before any mapping is applied.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmModel {
     /// The source's identifier of the VM (OpenStack server UUID, OVF VirtualSystem id).
     pub source_id: String,
@@ -21,7 +22,7 @@ pub struct VmModel {
 }
 
 /// CPU topology; `sockets * cores * threads` equals the vCPU count.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CpuTopology {
     pub sockets: u32,
     pub cores: u32,
@@ -74,14 +75,15 @@ impl CpuTopology {
 }
 
 /// Boot firmware.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Firmware {
     pub boot: BootMode,
     pub secure_boot: bool,
     pub tpm: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BootMode {
     #[default]
     Bios,
@@ -89,7 +91,7 @@ pub enum BootMode {
 }
 
 /// One disk of the VM.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Disk {
     /// Human-readable description used in messages ("volume 1234… (/dev/vdb)").
     pub label: String,
@@ -102,7 +104,8 @@ pub struct Disk {
 }
 
 /// Where a disk's bytes come from; each variant belongs to one source kind.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub enum DiskSource {
     /// An OpenStack Cinder volume, exported through snapshot → volume → image.
@@ -113,8 +116,21 @@ pub enum DiskSource {
     OvaFile { file_name: String },
 }
 
+impl DiskSource {
+    /// Where the bytes come from, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            DiskSource::OpenstackVolume { volume_id } => format!("volume {volume_id}"),
+            DiskSource::OpenstackServerImage { server_id } => {
+                format!("root disk of server {server_id} (image-booted)")
+            }
+            DiskSource::OvaFile { file_name } => format!("{file_name} in the OVA"),
+        }
+    }
+}
+
 /// A network reference at the source: an id where the source has one, and a name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct NetworkRef {
     pub id: Option<String>,
     pub name: String,
@@ -139,7 +155,7 @@ impl NetworkRef {
 }
 
 /// One network card of the VM.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Nic {
     /// MAC address, lower-case, colon-separated.
     pub mac: String,

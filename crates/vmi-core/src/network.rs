@@ -36,7 +36,9 @@ impl ResolvedMapping {
 }
 
 /// Where a NIC of the imported VM is attached.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Destination {
     /// The pod network (masquerade), used only when nothing is mapped.
     Pod,
@@ -334,7 +336,7 @@ pub fn check_destinations(
 }
 
 /// One NIC of the imported VM.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PlannedNic {
     /// Interface name in the KubeVirt spec (`nic-0`, `nic-1`, …).
     pub name: String,
@@ -344,7 +346,7 @@ pub struct PlannedNic {
 }
 
 /// The NICs of the imported VM, and the source NICs left out (reported, never silent).
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct NicPlan {
     pub nics: Vec<PlannedNic>,
     pub unmapped: Vec<Nic>,

@@ -60,6 +60,10 @@ pub trait OpenstackApi: Send + Sync {
     async fn authenticate(&self) -> Result<AuthInfo>;
     /// Requests sent so far, for `--verbose` and the request-budget test.
     fn request_count(&self) -> u64;
+    /// The `X-OpenStack-Request-ID` every request carries, when there is one.
+    fn global_request_id(&self) -> Option<String> {
+        None
+    }
 
     // Compute
     async fn get_server(&self, id: &str) -> Result<Option<Server>>;

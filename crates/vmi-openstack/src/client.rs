@@ -178,6 +178,10 @@ impl OpenstackApi for HttpOpenstack {
         self.session.request_count()
     }
 
+    fn global_request_id(&self) -> Option<String> {
+        Some(self.session.global_request_id().to_owned())
+    }
+
     async fn get_server(&self, id: &str) -> Result<Option<Server>> {
         Ok(self
             .get_optional::<ServerEnvelope>(Call::get(Service::Compute, format!("/servers/{id}")))

@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod describe;
 pub mod error;
+pub mod export;
 pub mod preflight;
 pub mod session;
 pub mod tls;

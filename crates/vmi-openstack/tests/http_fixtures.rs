@@ -282,7 +282,7 @@ async fn volumes_snapshots_and_quota() {
         .and(body_partial_json(json!({"snapshot": {"volume_id": vol, "name": "vmi-x-d1-snap", "force": true}})))
         .respond_with(ResponseTemplate::new(202).set_body_json(json!({"snapshot": {
             "id": "612fb718-2580-4119-93ce-3a34348c4e66", "name": "vmi-x-d1-snap", "status": "creating",
-            "size": 1, "volume_id": vol, "metadata": {"vm-import/import": "default/x"}}})))
+            "size": 1, "volume_id": vol, "metadata": {"vm-import:import": "default/x"}}})))
         .mount(&cloud.server)
         .await;
     Mock::given(method("DELETE"))
@@ -318,7 +318,7 @@ async fn volumes_snapshots_and_quota() {
     assert_eq!(q.get("snapshots").unwrap().room(), Some(10));
     assert_eq!(q.get("volumes_nfs1").unwrap().room(), None);
     let meta: BTreeMap<String, String> =
-        [("vm-import/import".to_owned(), "default/x".to_owned())].into();
+        [("vm-import:import".to_owned(), "default/x".to_owned())].into();
     let snap = api
         .create_snapshot(vol, "vmi-x-d1-snap", &meta)
         .await
