@@ -84,7 +84,7 @@ impl EngineOptions {
             resource_timeout: Duration::from_mins(30),
             image_timeout: Duration::from_hours(2),
             shutdown_timeout: Duration::from_mins(10),
-            poll: Duration::from_millis(500),
+            poll: Duration::from_secs(1),
             disk_base_url: None,
             endpoint: String::new(),
             credentials: String::new(),
@@ -411,10 +411,12 @@ async fn power_off_phase(
     }
 }
 
-/// Polls quickly first (most snapshots and volumes are ready within a second or two), then
-/// every `max`: 100 ms, 200 ms, 400 ms, … up to `max`.
+/// Polls quickly while a step is young (most snapshots, volumes and uploads finish within
+/// seconds, and every overshoot adds to the import's time): 100 ms, 200 ms, then every 250 ms
+/// for about 10 s; after that every `max`, to spare the API during long uploads.
 fn poll_delay(waits: u32, max: Duration) -> Duration {
-    Duration::from_millis(100u64 << waits.min(10)).min(max)
+    let quick = Duration::from_millis(100u64 << waits.min(10)).min(Duration::from_millis(250));
+    if waits < 40 { quick.min(max) } else { max }
 }
 
 fn backoff(attempt: u32) -> Duration {
