@@ -236,9 +236,9 @@ async fn cleanup(args: &Args, p: Prepared, progress: &dyn vmi_engine::ProgressSi
         ));
     };
     let before = journal.snapshot().live_resources().len();
-    let left = match vmi_engine::cleanup(&p.opened.api, &journal, Duration::from_secs(2), progress)
-        .await
-    {
+    let mut opts = engine_options(args, &p.opened);
+    opts.poll = Duration::from_secs(2);
+    let left = match vmi_engine::cleanup(&p.opened.api, &journal, &opts, progress).await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");

@@ -17,9 +17,9 @@ struct Cli {
     /// More output on stderr: -v prints OpenStack request counts and progress, -vv debug logs.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
-    /// Log format on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
-    log_format: LogFormat,
+    /// Log format on stderr (default: text; json for `controller`).
+    #[arg(long, value_enum, global = true)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,6 +38,12 @@ enum Command {
     Import(import_cmd::Args),
     /// Print the CustomResourceDefinitions (apiextensions.k8s.io/v1) generated from the types.
     Crds,
+    /// Run the Kubernetes controller (a drop-in for Harvester's vm-import-controller).
+    ///
+    /// Reconciles OpenstackSource and VirtualMachineImport objects, serves the exported disks to
+    /// Harvester and creates the images and VMs. Logs JSON at info level. Exit status: 0 after
+    /// SIGTERM, 1 on a fatal error (lost leader lease, unreachable API).
+    Controller(Box<vmi_controller::ControllerArgs>),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -66,27 +72,42 @@ impl From<Outcome> for ExitCode {
     }
 }
 
-fn init_logging(verbose: u8, format: LogFormat) {
-    let level = match verbose {
+fn init_logging(verbose: u8, format: LogFormat, base: u8) {
+    let level = match verbose + base {
         0 => "warn",
-        1 => "info",
-        _ => "debug,hyper=info,hyper_util=info,rustls=info,h2=info,reqwest=info",
+        1 => "info,kube_runtime=warn",
+        _ => "debug,hyper=info,hyper_util=info,rustls=info,h2=info,reqwest=info,tower=info",
     };
     let filter = tracing_subscriber::EnvFilter::new(level);
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_target(false);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One JSON object per line, with the fields of the current span (the import's or the
+        // source's namespace/name) flattened in.
+        LogFormat::Json => builder
+            .json()
+            .with_ansi(false)
+            .with_current_span(true)
+            .with_span_list(false)
+            .flatten_event(true)
+            .init(),
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose, cli.log_format);
+    let controller = matches!(cli.command, Command::Controller(_));
+    let format = cli.log_format.unwrap_or(if controller {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    });
+    init_logging(cli.verbose, format, u8::from(controller));
     vmi_openstack::tls::install_default_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -107,6 +128,17 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("error: cannot render the CRDs: {e}");
                 Outcome::Failed
+            }
+        },
+        Command::Controller(args) => match runtime.block_on(vmi_controller::run(*args)) {
+            Ok(()) => Outcome::Ok,
+            Err(e) => {
+                tracing::error!(error = %e, "controller stopped");
+                eprintln!("error: {e}");
+                match e {
+                    vmi_controller::ControllerError::Flags(_) => Outcome::BadInput,
+                    _ => Outcome::Failed,
+                }
             }
         },
         Command::Preflight(args) => runtime.block_on(preflight_cmd::run(args, cli.verbose)),

@@ -95,3 +95,11 @@ impl NetworkInterfaceModel {
         }
     }
 }
+
+/// Schema of an opaque object kept as is (`x-kubernetes-preserve-unknown-fields`).
+pub(crate) fn opaque_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}

@@ -80,6 +80,85 @@ pub struct VirtualMachineImportStatus {
     /// The sanitised, DNS-1123 compliant name of the VM to create.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imported_virtual_machine_name: Option<String>,
+    /// **(vm-import)** The `metadata.generation` of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// **(vm-import)** Temporary resources on the source and local files the import made and has
+    /// not yet removed. The finalizer removes them, also when the import is deleted mid-way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub temporary_resources: Vec<TemporaryResource>,
+    /// **(vm-import)** Progress of each disk: bytes done of the total.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disk_progress: Vec<DiskProgress>,
+    /// **(vm-import)** What was created in the cluster: the images and the VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<DestinationStatus>,
+    /// **(vm-import)** The engine's state, from which a restarted controller resumes the import.
+    /// Opaque and versioned; do not edit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::common::opaque_object")]
+    pub engine_state: Option<serde_json::Value>,
+}
+
+/// **(vm-import)** A temporary resource of an import.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TemporaryResource {
+    /// `snapshot`, `volume`, `image` (on the source) or `file` (in the controller's scratch).
+    pub kind: String,
+    /// ID on the source, or the file's path.
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `live`, `deleting` or `gone`.
+    pub state: String,
+}
+
+/// **(vm-import)** Progress of one disk.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DiskProgress {
+    /// Index in boot order.
+    pub index: u32,
+    /// What the disk is doing (`snapshot`, `download`, `image submitted`, `ready`…).
+    pub step: String,
+    pub bytes_done: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_total: Option<u64>,
+}
+
+/// **(vm-import)** The objects an import created in the cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationStatus {
+    /// One Harvester VirtualMachineImage per disk, in boot order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageRecord>,
+    /// PersistentVolumeClaims created for the backing-image backend.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+    /// The KubeVirt VirtualMachine, once created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_machine: Option<String>,
+}
+
+/// **(vm-import)** One VirtualMachineImage of an import.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRecord {
+    pub disk: u32,
+    pub name: String,
+    /// How many times the image was (re)created.
+    pub attempts: u32,
+    /// The image reported `Imported=True`.
+    #[serde(default)]
+    pub ready: bool,
+    /// The path the disk is served at (`/disks/<token>/<file>`); the token is random, 128 bits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// SHA-512 of the served file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha512: Option<String>,
 }
 
 /// Progress and result of one disk.

@@ -12,8 +12,8 @@ mod sources;
 
 pub use common::{ClusterStatus, Condition, ConditionStatus, DiskBus, NetworkInterfaceModel};
 pub use import::{
-    DiskInfo, ImportStatus, NetworkMapping, VirtualMachineImport, VirtualMachineImportSpec,
-    VirtualMachineImportStatus,
+    DestinationStatus, DiskInfo, DiskProgress, ImageRecord, ImportStatus, NetworkMapping,
+    TemporaryResource, VirtualMachineImport, VirtualMachineImportSpec, VirtualMachineImportStatus,
 };
 pub use k8s_openapi::api::core::v1::{ObjectReference, SecretReference};
 pub use sources::{

@@ -297,7 +297,7 @@ pub fn check_unmapped(resolved: &[ResolvedMapping], nics: &[Nic]) -> Vec<Check> 
 /// where a cluster is reachable (`None`: no cluster, the check is skipped once well formed).
 pub fn check_destinations(
     mappings: &[NetworkMapping],
-    exists: Option<&dyn Fn(&Destination) -> bool>,
+    exists: Option<&(dyn Fn(&Destination) -> bool + Sync)>,
 ) -> Vec<Check> {
     mappings
         .iter()

@@ -49,6 +49,19 @@ impl Phase {
         !matches!(self, Phase::Preflight)
     }
 
+    /// The serialised name (`powerOff`), used as a key in timings and metrics.
+    pub fn key(self) -> &'static str {
+        match self {
+            Phase::Preflight => "preflight",
+            Phase::PowerOff => "powerOff",
+            Phase::Export => "export",
+            Phase::Convert => "convert",
+            Phase::Manifests => "manifests",
+            Phase::Done => "done",
+            Phase::Failed => "failed",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Preflight => "preflight",
@@ -140,5 +153,23 @@ mod tests {
             serde_json::to_string(&Phase::PowerOff).unwrap(),
             "\"powerOff\""
         );
+    }
+
+    #[test]
+    fn key_is_the_serialised_name() {
+        for p in [
+            Phase::Preflight,
+            Phase::PowerOff,
+            Phase::Export,
+            Phase::Convert,
+            Phase::Manifests,
+            Phase::Done,
+            Phase::Failed,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&p).unwrap(),
+                format!("\"{}\"", p.key())
+            );
+        }
     }
 }

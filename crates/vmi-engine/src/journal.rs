@@ -2,6 +2,7 @@
 //! rename, fsync of the directory), so that a crash leaves either the old or the new state.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::state::{ImportState, STATE_VERSION};
@@ -22,10 +23,15 @@ pub enum JournalError {
 }
 
 /// The state of one import and where it is persisted. Cloning shares the state.
+///
+/// The CLI persists it to a file ([`Journal::create`], [`Journal::load`]); the controller keeps
+/// it in memory ([`Journal::in_memory`]) and writes it to the import's status after every step,
+/// using [`Journal::revision`] to see whether anything changed.
 #[derive(Clone, Debug)]
 pub struct Journal {
-    path: PathBuf,
+    path: Option<PathBuf>,
     state: Arc<Mutex<ImportState>>,
+    revision: Arc<AtomicU64>,
 }
 
 impl Journal {
@@ -53,23 +59,40 @@ impl Journal {
             });
         }
         Ok(Some(Journal {
-            path: path.to_owned(),
+            path: Some(path.to_owned()),
             state: Arc::new(Mutex::new(state)),
+            revision: Arc::default(),
         }))
     }
 
     /// A new state at `path` (written at once).
     pub fn create(path: &Path, state: ImportState) -> Result<Journal, JournalError> {
         let j = Journal {
-            path: path.to_owned(),
+            path: Some(path.to_owned()),
             state: Arc::new(Mutex::new(state)),
+            revision: Arc::default(),
         };
         j.save()?;
         Ok(j)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// A state kept in memory only; its owner persists snapshots elsewhere.
+    pub fn in_memory(state: ImportState) -> Journal {
+        Journal {
+            path: None,
+            state: Arc::new(Mutex::new(state)),
+            revision: Arc::default(),
+        }
+    }
+
+    /// The state file, when there is one.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Counts the updates: a changed revision means a changed (or at least re-written) state.
+    pub fn revision(&self) -> u64 {
+        self.revision.load(Ordering::SeqCst)
     }
 
     /// A copy of the current state.
@@ -83,11 +106,14 @@ impl Journal {
         // the latest state.
         let mut s = self.lock();
         let r = f(&mut s);
-        let text = serde_json::to_string_pretty(&*s).unwrap_or_default();
-        write_atomic(&self.path, text.as_bytes()).map_err(|error| JournalError::Io {
-            path: self.path.clone(),
-            error,
-        })?;
+        if let Some(path) = &self.path {
+            let text = serde_json::to_string_pretty(&*s).unwrap_or_default();
+            write_atomic(path, text.as_bytes()).map_err(|error| JournalError::Io {
+                path: path.clone(),
+                error,
+            })?;
+        }
+        self.revision.fetch_add(1, Ordering::SeqCst);
         Ok(r)
     }
 

@@ -253,3 +253,181 @@ async fn an_image_booted_server_exports_its_root_through_create_image() {
     assert_eq!(cloud.created(), (0, 0, 1));
     assert!(cloud.leftovers().is_empty());
 }
+
+/// The controller's way: an in-memory state copied out after every step (as it is written to
+/// the import's status), driven by `step` without the CLI loop.
+async fn step_until_done(
+    driver: &vmi_engine::Driver,
+    status: &mut ImportState,
+    limit: Option<usize>,
+) -> Option<Result<(), EngineError>> {
+    let mut steps = 0;
+    loop {
+        if limit.is_some_and(|l| steps >= l) {
+            return None;
+        }
+        let step = driver.step().await;
+        *status = driver.journal().snapshot();
+        steps += 1;
+        match step {
+            Ok(vmi_engine::Step::Done) => return Some(Ok(())),
+            Ok(vmi_engine::Step::After(d)) => {
+                tokio::time::sleep(d.min(Duration::from_millis(5))).await;
+            }
+            Err(e) => return Some(Err(e)),
+        }
+    }
+}
+
+fn driver(cloud: &Arc<FakeCloud>, dir: &Path, state: ImportState) -> vmi_engine::Driver {
+    let api: Arc<dyn OpenstackApi> = cloud.clone();
+    let mut o = options(dir);
+    o.write_manifests = false;
+    vmi_engine::Driver::new(
+        api,
+        request(),
+        Journal::in_memory(state),
+        o,
+        Arc::new(Silent),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_driver_rebuilt_from_the_status_after_any_step_completes_without_duplicates() {
+    let total = {
+        let cloud = FakeCloud::boot_from_volume();
+        let dir = tempfile::tempdir().unwrap();
+        let mut status = ImportState::new("apps/web".into());
+        let d = driver(&cloud, dir.path(), status.clone());
+        step_until_done(&d, &mut status, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!dir.path().join("virtualmachine.yaml").exists());
+        let mut count = 0;
+        // Count the steps of a second, identical import.
+        let cloud = FakeCloud::boot_from_volume();
+        let dir = tempfile::tempdir().unwrap();
+        let mut status = ImportState::new("apps/web".into());
+        let d = driver(&cloud, dir.path(), status.clone());
+        while step_until_done(&d, &mut status, Some(1)).await.is_none() {
+            count += 1;
+        }
+        count
+    };
+    assert!(total >= 8, "{total}");
+    for k in (1..total).step_by(3) {
+        let cloud = FakeCloud::boot_from_volume();
+        let dir = tempfile::tempdir().unwrap();
+        let mut status = ImportState::new("apps/web".into());
+        {
+            let d = driver(&cloud, dir.path(), status.clone());
+            // Background work makes the number of steps vary a little from run to run.
+            if step_until_done(&d, &mut status, Some(k)).await.is_some() {
+                continue;
+            }
+            // The controller restarts: the driver and its tasks are gone, the status stays.
+        }
+        let d = driver(&cloud, dir.path(), status.clone());
+        assert!(d.reset_disks_without_files().unwrap().is_empty());
+        step_until_done(&d, &mut status, None)
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("resume after step {k}: {e}"));
+        assert_eq!(status.phase, Phase::Done);
+        assert_eq!(cloud.created(), (2, 2, 2), "restart after step {k}");
+        assert!(cloud.leftovers().is_empty(), "restart after step {k}");
+        let summary = vmi_engine::Summary::of(&status, dir.path());
+        assert_disks_match(&cloud, dir.path(), &summary);
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_import_removes_its_resources_and_files() {
+    for k in [3, 6, 9, 12] {
+        let cloud = FakeCloud::boot_from_volume();
+        let dir = tempfile::tempdir().unwrap();
+        let mut status = ImportState::new("apps/web".into());
+        let api: Arc<dyn OpenstackApi> = cloud.clone();
+        let mut o = options(dir.path());
+        o.remove_outputs_on_cleanup = true;
+        let d = vmi_engine::Driver::new(
+            api,
+            request(),
+            Journal::in_memory(status.clone()),
+            o,
+            Arc::new(Silent),
+        )
+        .unwrap();
+        let _ = step_until_done(&d, &mut status, Some(k)).await;
+        d.stop().await;
+        let mut rounds = 0;
+        while let Some(wait) = d.cleanup_round().await.unwrap() {
+            tokio::time::sleep(wait.min(Duration::from_millis(5))).await;
+            rounds += 1;
+            assert!(rounds < 500, "cleanup does not end");
+        }
+        assert!(
+            cloud.leftovers().is_empty(),
+            "after {k}: {:?}",
+            cloud.leftovers()
+        );
+        assert!(d.journal().snapshot().live_resources().is_empty());
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("disks"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(files.is_empty(), "after {k}: {files:?}");
+        // The server was stopped by the import and stays so; it is not restarted.
+        assert_ne!(cloud.server_status(), "ERROR");
+    }
+}
+
+#[tokio::test]
+async fn steps_never_sleep() {
+    // Every step returns quickly even while the source is slow to finish a resource: waits
+    // are returned to the caller, not slept.
+    let cloud = FakeCloud::boot_from_volume();
+    cloud.never_active();
+    let dir = tempfile::tempdir().unwrap();
+    let d = driver(&cloud, dir.path(), ImportState::new("apps/web".into()));
+    let mut saw_wait = false;
+    for _ in 0..60 {
+        let t = std::time::Instant::now();
+        match d.step().await.unwrap() {
+            vmi_engine::Step::After(w) => saw_wait |= w > Duration::ZERO,
+            vmi_engine::Step::Done => panic!("never-active image cannot finish"),
+        }
+        assert!(t.elapsed() < Duration::from_millis(500), "a step slept");
+    }
+    assert!(saw_wait);
+}
+
+#[tokio::test]
+async fn disks_whose_files_were_lost_are_exported_again() {
+    let cloud = FakeCloud::boot_from_volume();
+    let dir = tempfile::tempdir().unwrap();
+    let mut status = ImportState::new("apps/web".into());
+    {
+        let d = driver(&cloud, dir.path(), status.clone());
+        loop {
+            assert!(step_until_done(&d, &mut status, Some(1)).await.is_none());
+            if status.phase == Phase::Convert {
+                break;
+            }
+        }
+    }
+    // A new scratch volume: every local file is gone.
+    std::fs::remove_dir_all(dir.path().join("disks")).unwrap();
+    let d = driver(&cloud, dir.path(), status.clone());
+    assert_eq!(d.reset_disks_without_files().unwrap(), vec![0, 1]);
+    step_until_done(&d, &mut status, None)
+        .await
+        .unwrap()
+        .unwrap();
+    let summary = vmi_engine::Summary::of(&status, dir.path());
+    assert_disks_match(&cloud, dir.path(), &summary);
+    assert_eq!(cloud.created(), (4, 4, 4));
+    assert!(cloud.leftovers().is_empty());
+}

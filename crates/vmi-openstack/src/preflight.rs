@@ -30,7 +30,7 @@ pub struct PreflightInput<'a> {
     /// TLS verification was turned off.
     pub tls_insecure: bool,
     /// Existence of destination networks where a cluster is reachable; `None` in the CLI.
-    pub destination_exists: Option<&'a dyn Fn(&Destination) -> bool>,
+    pub destination_exists: Option<&'a (dyn Fn(&Destination) -> bool + Sync)>,
 }
 
 impl std::fmt::Debug for PreflightInput<'_> {
@@ -242,15 +242,39 @@ async fn auth_check(
     input: &PreflightInput<'_>,
     report: &mut Report,
 ) -> Option<AuthInfo> {
+    let verified = verify_source(api, input.endpoint, input.credentials).await;
+    report.checks.push(verified.check);
+    verified.auth
+}
+
+/// What [`verify_source`] found.
+#[derive(Clone, Debug)]
+pub struct Verified {
+    /// The `source.auth` check.
+    pub check: Check,
+    /// The login, when it worked and the catalog is complete.
+    pub auth: Option<AuthInfo>,
+    /// CamelCase kind of the outcome: `Verified`, `Unauthorized`, `TlsError`, `Unreachable`,
+    /// `ServiceMissing`, …
+    pub reason: &'static str,
+}
+
+/// Logs in and checks that the catalog has every service an import needs: the check
+/// `source.auth`, and what a source object's status reports. Never panics; every failure is a
+/// failed check whose message says what to fix.
+pub async fn verify_source(api: &dyn OpenstackApi, endpoint: &str, credentials: &str) -> Verified {
     let auth = match api.authenticate().await {
         Ok(a) => a,
         Err(e) => {
-            report.checks.push(Check::fail(
-                CheckId::SourceAuth,
-                input.endpoint,
-                auth_failure(input, &e),
-            ));
-            return None;
+            return Verified {
+                check: Check::fail(
+                    CheckId::SourceAuth,
+                    endpoint,
+                    auth_failure(endpoint, credentials, &e),
+                ),
+                auth: None,
+                reason: e.reason(),
+            };
         }
     };
     let missing: Vec<&str> = REQUIRED_SERVICES
@@ -259,9 +283,9 @@ async fn auth_check(
         .filter(|s| !auth.services.iter().any(|have| have == s))
         .collect();
     if missing.is_empty() {
-        report.checks.push(Check::pass(
+        let check = Check::pass(
             CheckId::SourceAuth,
-            input.endpoint,
+            endpoint,
             format!(
                 "logged in as '{}' in project '{}' ({}); catalog has {}{}",
                 auth.user_name,
@@ -273,12 +297,16 @@ async fn auth_check(
                     .map(|v| format!("; Nova microversion {v}"))
                     .unwrap_or_default()
             ),
-        ));
-        Some(auth)
+        );
+        Verified {
+            check,
+            auth: Some(auth),
+            reason: "Verified",
+        }
     } else {
-        report.checks.push(Check::fail(
+        let check = Check::fail(
             CheckId::SourceAuth,
-            input.endpoint,
+            endpoint,
             format!(
                 "logged in as '{}', but the catalog has no {} endpoint for {}: an import needs \
                  compute, network, image and volumev3; check the source's region and interface",
@@ -288,8 +316,12 @@ async fn auth_check(
                     .as_deref()
                     .map_or_else(|| "any region".to_owned(), |r| format!("region '{r}'")),
             ),
-        ));
-        None
+        );
+        Verified {
+            check,
+            auth: None,
+            reason: "ServiceMissing",
+        }
     }
 }
 
@@ -418,19 +450,17 @@ fn tls_check(input: &PreflightInput<'_>) -> Check {
     }
 }
 
-fn auth_failure(input: &PreflightInput<'_>, e: &OpenstackError) -> String {
+fn auth_failure(endpoint: &str, credentials: &str, e: &OpenstackError) -> String {
     match e {
         OpenstackError::Api { status: 401, .. } => format!(
-            "Keystone refused the credentials of {} ({e}); check the user name, password (or \
-             application credential) and the user and project domains",
-            input.credentials
+            "Keystone refused the credentials of {credentials} ({e}); check the user name, \
+             password (or application credential) and the user and project domains"
         ),
         OpenstackError::Api { status: 404, .. } => format!(
-            "no Keystone v3 at {}: {e}; the endpoint must be the Keystone URL, e.g. \
-             https://keystone.example.com:5000/v3",
-            input.endpoint
+            "no Keystone v3 at {endpoint}: {e}; the endpoint must be the Keystone URL, e.g. \
+             https://keystone.example.com:5000/v3"
         ),
-        _ => format!("cannot log in as {}: {e}", input.credentials),
+        _ => format!("cannot log in as {credentials}: {e}"),
     }
 }
 
