@@ -199,8 +199,14 @@ pub async fn run(args: Args, verbose: u8) -> Result<Outcome, u8> {
     };
     let opts = engine_options(&args, &p.opened);
     let request = p.opened.request;
-    let api: Arc<dyn OpenstackApi> = Arc::new(p.opened.api);
-    let run = vmi_engine::run(api.clone(), &request, &journal, &opts, progress.clone());
+    let openstack = p.opened.openstack.clone();
+    let run = vmi_engine::run(
+        p.opened.source.clone(),
+        &request,
+        &journal,
+        &opts,
+        progress.clone(),
+    );
     let result = tokio::select! {
         r = run => r,
         _ = tokio::signal::ctrl_c() => {
@@ -217,7 +223,9 @@ pub async fn run(args: Args, verbose: u8) -> Result<Outcome, u8> {
             return Err(INTERRUPTED);
         }
     };
-    if verbose > 0 {
+    if verbose > 0
+        && let Some(api) = &openstack
+    {
         eprintln!(
             "OpenStack API requests: {} (global request id {})",
             api.request_count(),
@@ -238,7 +246,7 @@ async fn cleanup(args: &Args, p: Prepared, progress: &dyn vmi_engine::ProgressSi
     let before = journal.snapshot().live_resources().len();
     let mut opts = engine_options(args, &p.opened);
     opts.poll = Duration::from_secs(2);
-    let left = match vmi_engine::cleanup(&p.opened.api, &journal, &opts, progress).await {
+    let left = match vmi_engine::cleanup(&p.opened.source, &journal, &opts, progress).await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
@@ -360,7 +368,11 @@ fn print_summary(summary: &Summary, format: Report, out: &Path) {
                 println!("  {k}: {}", out.join(v).display());
             }
             if let Some(t) = summary.timings.get("total") {
-                println!("  took {t:.1} s");
+                if *t < 10.0 {
+                    println!("  took {t:.2} s");
+                } else {
+                    println!("  took {t:.1} s");
+                }
             }
         }
     }

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// Move virtual machines from OpenStack into Harvester / KubeVirt.
+/// Move virtual machines from OpenStack and OVA files into Harvester / KubeVirt.
 #[derive(Debug, Parser)]
 #[command(name = "vm-import", version, about, long_about = None)]
 struct Cli {
@@ -40,7 +40,7 @@ enum Command {
     Crds,
     /// Run the Kubernetes controller (a drop-in for Harvester's vm-import-controller).
     ///
-    /// Reconciles OpenstackSource and VirtualMachineImport objects, serves the exported disks to
+    /// Reconciles OpenstackSource, OvaSource and VirtualMachineImport objects, serves the disks to
     /// Harvester and creates the images and VMs. Logs JSON at info level. Exit status: 0 after
     /// SIGTERM, 1 on a fatal error (lost leader lease, unreachable API).
     Controller(Box<vmi_controller::ControllerArgs>),

@@ -44,17 +44,29 @@ pub async fn run(args: Args, verbose: u8) -> Outcome {
             return Outcome::BadInput;
         }
     };
-    let input = PreflightInput {
-        import: &opened.request.import,
-        endpoint: &opened.endpoint,
-        credentials: &opened.credentials,
-        tls_insecure: opened.tls_insecure,
-        destination_exists: None,
+    let report = match &opened.source {
+        vmi_engine::Source::Openstack(api) => {
+            let input = PreflightInput {
+                import: &opened.request.import,
+                endpoint: &opened.endpoint,
+                credentials: &opened.credentials,
+                tls_insecure: opened.tls_insecure,
+                destination_exists: None,
+            };
+            preflight::run(api.as_ref(), &input).await.report
+        }
+        vmi_engine::Source::Ova(loc) => {
+            let (report, _, warnings) =
+                vmi_engine::ova::preflight(loc, &opened.request.import, None).await;
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            report
+        }
     };
-    let outcome = preflight::run(&opened.api, &input).await;
     match args.output {
-        Format::Text => print!("{}", outcome.report.render_text()),
-        Format::Json => match serde_json::to_string_pretty(&outcome.report) {
+        Format::Text => print!("{}", report.render_text()),
+        Format::Json => match serde_json::to_string_pretty(&report) {
             Ok(j) => println!("{j}"),
             Err(e) => {
                 eprintln!("error: cannot render the report: {e}");
@@ -62,14 +74,16 @@ pub async fn run(args: Args, verbose: u8) -> Outcome {
             }
         },
     }
-    if verbose > 0 {
+    if verbose > 0
+        && let Some(api) = &opened.openstack
+    {
         eprintln!(
             "OpenStack API requests: {} (global request id {})",
-            opened.api.request_count(),
-            opened.api.session().global_request_id()
+            api.request_count(),
+            api.session().global_request_id()
         );
     }
-    if outcome.report.passed() {
+    if report.passed() {
         Outcome::Ok
     } else {
         Outcome::Failed

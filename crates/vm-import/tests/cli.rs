@@ -173,3 +173,68 @@ fn the_upstream_readme_objects_are_accepted_as_input() {
     assert_eq!(request.import_key(), "default/openstack-demo");
     assert!(request.secret.is_some());
 }
+
+fn repo_file(rel: &str) -> String {
+    format!("{}/../../{rel}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The README's main job: the demo OVA imports with no cloud, and the disk is the one
+/// `make-demo-ova` made (its SHA-256 as a raw disk is fixed).
+#[test]
+fn the_readme_demo_ova_import_works_without_a_cloud() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("demo-vm");
+    let input = repo_file("examples/ova/demo-vm.yaml");
+    let out = vm_import(&["preflight", "-f", &input], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Result: PASSED"), "{}", stdout(&out));
+
+    let out = vm_import(
+        &[
+            "import",
+            "-f",
+            &input,
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--format",
+            "raw",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("Import default/demo-vm: done"), "{text}");
+    let disk = std::fs::read(out_dir.join("disks/disk-0.raw")).unwrap();
+    use sha2::Digest;
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&disk)),
+        "d2de01f8ebf35629ff8d298e728bdf704118f428fd5ec35ac45cf16701d49058"
+    );
+    for f in ["virtualmachine.yaml", "images.yaml", "summary.json"] {
+        assert!(out_dir.join(f).exists(), "{f} missing");
+    }
+}
+
+#[test]
+fn an_unmapped_ova_nic_is_reported_with_its_mac_as_for_openstack() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo_file("examples/ova/demo-vm.yaml"))
+        .unwrap()
+        .replace(
+            "file://demo-vm.ova",
+            &format!("file://{}", repo_file("examples/ova/demo-vm.ova")),
+        )
+        .replace(
+            "  - sourceNetwork: Storage Network\n    destinationNetwork: default/storage\n",
+            "",
+        );
+    let f = write(dir.path(), "in.yaml", &text);
+    let out = vm_import(&["preflight", "-f", f.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("WARN  network.unmapped")
+            && text.contains("NIC 00:50:56:00:de:02 on network 'Storage Network' has no mapping"),
+        "{text}"
+    );
+}

@@ -14,489 +14,19 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::cloud::{Cloud, DEMO};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, CustomResourceExt, ResourceExt};
+
+use common::cloud::{Cloud, DEMO};
+use common::controller::*;
+use kube::Api;
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
-use sha2::Digest;
-use vmi_api::{OpenstackSource, OvaSource, VirtualMachineImport, VmwareSource};
-use vmi_fake_kube::FakeKube;
+use vmi_api::{OpenstackSource, VirtualMachineImport};
 use vmi_openstack::OpenstackApi;
-
-const NS: &str = "default";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn image_ar() -> kube::api::ApiResource {
-    vmi_controller::kubeapi::image_resource()
-}
-
-fn vm_ar() -> kube::api::ApiResource {
-    vmi_controller::kubeapi::vm_resource()
-}
-
-/// A CRD that keeps whatever it is given, with a status subresource (for the kinds of
-/// Harvester, KubeVirt and Multus the controller uses).
-fn open_crd(group: &str, version: &str, kind: &str, plural: &str) -> CustomResourceDefinition {
-    serde_json::from_value(json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{plural}.{group}")},
-        "spec": {
-            "group": group,
-            "scope": "Namespaced",
-            "names": {"plural": plural, "singular": kind.to_lowercase(), "kind": kind, "listKind": format!("{kind}List")},
-            "versions": [{
-                "name": version, "served": true, "storage": true,
-                "subresources": {"status": {}},
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}
-            }]
-        }
-    }))
-    .unwrap()
-}
-
-/// What the test actor saw.
-#[derive(Debug, Default)]
-struct Seen {
-    /// (image name, url, checksum matched, bytes)
-    downloads: Vec<(String, String, bool, u64)>,
-    vms_made_ready: Vec<String>,
-}
-
-/// Plays Harvester's image controller and KubeVirt.
-fn start_actor(client: Client, seen: Arc<Mutex<Seen>>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let images: Api<DynamicObject> = Api::all_with(client.clone(), &image_ar());
-        let vms: Api<DynamicObject> = Api::all_with(client.clone(), &vm_ar());
-        let http = reqwest::Client::new();
-        let mut done: BTreeSet<String> = BTreeSet::new();
-        loop {
-            if let Ok(list) = images.list(&ListParams::default()).await {
-                for img in list {
-                    let key = format!("{}/{}", img.uid().unwrap_or_default(), img.name_any());
-                    if done.contains(&key) {
-                        continue;
-                    }
-                    done.insert(key);
-                    let url = img.data["spec"]["url"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned();
-                    let want = img.data["spec"]["checksum"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned();
-                    let (ok, size, virtual_size) = match http.get(&url).send().await {
-                        Ok(r) if r.status().is_success() => {
-                            let mut h = sha2::Sha512::new();
-                            let mut n = 0u64;
-                            let mut head = Vec::new();
-                            let mut body = r.bytes_stream();
-                            while let Some(Ok(chunk)) = body.next().await {
-                                if head.len() < 32 {
-                                    head.extend_from_slice(&chunk[..chunk.len().min(32)]);
-                                }
-                                n += chunk.len() as u64;
-                                h.update(&chunk);
-                            }
-                            let vsize = if head.starts_with(b"QFI\xfb") && head.len() >= 32 {
-                                u64::from_be_bytes(head[24..32].try_into().unwrap())
-                            } else {
-                                n
-                            };
-                            (hex::encode(h.finalize()) == want, n, vsize)
-                        }
-                        _ => (false, 0, 0),
-                    };
-                    seen.lock()
-                        .unwrap()
-                        .downloads
-                        .push((img.name_any(), url, ok, size));
-                    let status = if ok {
-                        json!({"status": {"progress": 100, "size": size, "virtualSize": virtual_size,
-                            "storageClassName": format!("longhorn-{}", img.name_any()),
-                            "conditions": [
-                                {"type": "Initialized", "status": "True", "reason": "Initialized"},
-                                {"type": "Imported", "status": "True", "reason": "Imported"},
-                                {"type": "RetryLimitExceeded", "status": "False"}]}})
-                    } else {
-                        json!({"status": {"failed": 4, "conditions": [
-                            {"type": "Imported", "status": "False", "message": "failed due to error: checksum mismatch"},
-                            {"type": "RetryLimitExceeded", "status": "True", "message": "retry attempted 4/3"}]}})
-                    };
-                    let api: Api<DynamicObject> = Api::namespaced_with(
-                        client.clone(),
-                        &img.namespace().unwrap_or_default(),
-                        &image_ar(),
-                    );
-                    let _ = api
-                        .patch_status(
-                            &img.name_any(),
-                            &PatchParams::default(),
-                            &Patch::Merge(status),
-                        )
-                        .await;
-                }
-            }
-            if let Ok(list) = vms.list(&ListParams::default()).await {
-                for vm in list {
-                    if vm.data["status"]["ready"] == true {
-                        continue;
-                    }
-                    let api: Api<DynamicObject> = Api::namespaced_with(
-                        client.clone(),
-                        &vm.namespace().unwrap_or_default(),
-                        &vm_ar(),
-                    );
-                    let ready = json!({"status": {"created": true, "ready": true, "printableStatus": "Running"}});
-                    if api
-                        .patch_status(
-                            &vm.name_any(),
-                            &PatchParams::default(),
-                            &Patch::Merge(ready),
-                        )
-                        .await
-                        .is_ok()
-                    {
-                        seen.lock().unwrap().vms_made_ready.push(vm.name_any());
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-}
-
-struct Harness {
-    kube: FakeKube,
-    client: Client,
-    dir: tempfile::TempDir,
-    controller: Option<Child>,
-    disk_port: u16,
-    metrics_port: u16,
-    seen: Arc<Mutex<Seen>>,
-    actor: tokio::task::JoinHandle<()>,
-    cloud: Cloud,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.actor.abort();
-        if let Some(mut c) = self.controller.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Harness {
-    async fn start() -> Harness {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let cloud = Cloud::load();
-        let kube = FakeKube::start().await;
-        let client = kube.client();
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in [
-            OpenstackSource::crd(),
-            OvaSource::crd(),
-            VmwareSource::crd(),
-            VirtualMachineImport::crd(),
-            open_crd(
-                "harvesterhci.io",
-                "v1beta1",
-                "VirtualMachineImage",
-                "virtualmachineimages",
-            ),
-            open_crd("kubevirt.io", "v1", "VirtualMachine", "virtualmachines"),
-            open_crd(
-                "k8s.cni.cncf.io",
-                "v1",
-                "NetworkAttachmentDefinition",
-                "network-attachment-definitions",
-            ),
-        ] {
-            crds.create(&PostParams::default(), &crd).await.unwrap();
-        }
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let actor = start_actor(client.clone(), seen.clone());
-        let mut h = Harness {
-            kube,
-            client,
-            dir: tempfile::tempdir().unwrap(),
-            controller: None,
-            disk_port: free_port(),
-            metrics_port: free_port(),
-            seen,
-            actor,
-            cloud,
-        };
-        h.start_controller();
-        h
-    }
-
-    fn scratch(&self) -> PathBuf {
-        self.dir.path().join("scratch")
-    }
-
-    fn start_controller(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("controller.log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_vm-import"))
-            .arg("controller")
-            .arg("--kubeconfig")
-            .arg(self.kube.kubeconfig_path())
-            .arg("--scratch-dir")
-            .arg(self.scratch())
-            .args([
-                "--disk-server-bind",
-                &format!("127.0.0.1:{}", self.disk_port),
-            ])
-            .args([
-                "--disk-server-url",
-                &format!("http://127.0.0.1:{}", self.disk_port),
-            ])
-            .args([
-                "--metrics-bind",
-                &format!("127.0.0.1:{}", self.metrics_port),
-            ])
-            .args(["--lease-namespace", NS, "--identity", "test-controller"])
-            .args([
-                "--lease-duration-seconds",
-                "3",
-                "--source-resync-seconds",
-                "10",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.controller = Some(child);
-    }
-
-    /// SIGKILL: no cleanup, no lease release.
-    fn kill_controller(&mut self) {
-        if let Some(mut c) = self.controller.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("controller.log")).unwrap_or_default()
-    }
-
-    async fn nads(&self, names: &[&str]) {
-        let ar = vmi_controller::kubeapi::nad_resource();
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), NS, &ar);
-        for n in names {
-            let obj: DynamicObject = serde_json::from_value(json!({
-                "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
-                "metadata": {"name": n, "namespace": NS},
-                "spec": {"config": "{}"}
-            }))
-            .unwrap();
-            api.create(&PostParams::default(), &obj).await.unwrap();
-        }
-    }
-
-    async fn source(&self, name: &str, secret: &[(&str, &str)]) {
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), NS);
-        let data: BTreeMap<String, String> = secret
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect();
-        let s: Secret = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": format!("{name}-credentials"), "namespace": NS},
-            "stringData": data
-        }))
-        .unwrap();
-        secrets.create(&PostParams::default(), &s).await.unwrap();
-        let src: OpenstackSource = serde_json::from_value(json!({
-            "apiVersion": "migration.harvesterhci.io/v1beta1", "kind": "OpenstackSource",
-            "metadata": {"name": name, "namespace": NS},
-            "spec": {"endpoint": self.cloud.auth_url(), "region": "RegionOne",
-                     "credentials": {"name": format!("{name}-credentials"), "namespace": NS}}
-        }))
-        .unwrap();
-        Api::<OpenstackSource>::namespaced(self.client.clone(), NS)
-            .create(&PostParams::default(), &src)
-            .await
-            .unwrap();
-    }
-
-    async fn import(&self, name: &str, source: &str, vm: &str, mapping: &[(&str, &str)]) {
-        let mapping: Vec<Value> = mapping
-            .iter()
-            .map(|(s, d)| json!({"sourceNetwork": s, "destinationNetwork": d}))
-            .collect();
-        let i: VirtualMachineImport = serde_json::from_value(json!({
-            "apiVersion": "migration.harvesterhci.io/v1beta1", "kind": "VirtualMachineImport",
-            "metadata": {"name": name, "namespace": NS},
-            "spec": {"virtualMachineName": vm, "networkMapping": mapping,
-                     "sourceCluster": {"name": source, "namespace": NS, "kind": "OpenstackSource",
-                                       "apiVersion": "migration.harvesterhci.io/v1beta1"}}
-        }))
-        .unwrap();
-        self.imports()
-            .create(&PostParams::default(), &i)
-            .await
-            .unwrap();
-    }
-
-    fn imports(&self) -> Api<VirtualMachineImport> {
-        Api::namespaced(self.client.clone(), NS)
-    }
-
-    /// Waits until the import satisfies `pred`; fails with the status and the log.
-    async fn wait_import(
-        &self,
-        name: &str,
-        what: &str,
-        timeout: Duration,
-        pred: impl Fn(&VirtualMachineImport) -> bool,
-    ) -> VirtualMachineImport {
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(i)) = self.imports().get_opt(name).await
-                && pred(&i)
-            {
-                return i;
-            }
-            let failed = matches!(
-                self.import_status(name).await.as_deref(),
-                Some("VMMigrationFailed" | "diskImageFailed")
-            ) && !what.contains("failed");
-            if failed || start.elapsed() > timeout {
-                let i = self.imports().get_opt(name).await.ok().flatten();
-                panic!(
-                    "import {name}: not {what} after {timeout:?}\nstatus: {}\n--- controller log (tail) ---\n{}",
-                    serde_json::to_string_pretty(&i.and_then(|i| i.status)).unwrap(),
-                    tail(&self.log(), 40)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-
-    async fn import_status(&self, name: &str) -> Option<String> {
-        self.imports()
-            .get_opt(name)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|i| i.status)
-            .and_then(|s| s.import_status)
-            .map(|s| {
-                serde_json::to_value(s)
-                    .unwrap()
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
-            })
-    }
-
-    async fn events_for(&self, name: &str) -> Vec<(String, String, String)> {
-        let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(self.client.clone());
-        api.list(&ListParams::default())
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-            .map(|e| {
-                (
-                    e.type_.unwrap_or_default(),
-                    e.reason.unwrap_or_default(),
-                    e.note.unwrap_or_default(),
-                )
-            })
-            .collect()
-    }
-
-    fn demo_api(&self) -> vmi_openstack::HttpOpenstack {
-        let text = std::fs::read_to_string(self.cloud.clouds_yaml()).unwrap();
-        let cfg = vmi_openstack::config::from_clouds_yaml(
-            "clouds.yaml",
-            &text,
-            None,
-            "vmi-demo",
-            &|_| Err("no".into()),
-        )
-        .unwrap();
-        vmi_openstack::HttpOpenstack::new(cfg, Default::default()).unwrap()
-    }
-
-    /// Resources named after import `name` of server `server_id` that exist on the cloud.
-    async fn leftovers(&self, name: &str, server_id: &str, disks: usize) -> Vec<String> {
-        let api = self.demo_api();
-        let prefix = vmi_openstack::export::name_prefix(&format!("{NS}/{name}"), server_id);
-        let mut left = Vec::new();
-        for i in 0..disks {
-            for s in api
-                .list_snapshots_by_name(&format!("{prefix}-d{i}-snap"))
-                .await
-                .unwrap()
-            {
-                left.push(format!("snapshot {} ({})", s.id, s.status));
-            }
-            for v in api
-                .list_volumes_by_name(&format!("{prefix}-d{i}-vol"))
-                .await
-                .unwrap()
-            {
-                left.push(format!("volume {} ({})", v.id, v.status));
-            }
-            for im in api
-                .list_images_by_name(&format!("{prefix}-d{i}-img"))
-                .await
-                .unwrap()
-            {
-                left.push(format!("image {} ({})", im.id, im.status));
-            }
-        }
-        left
-    }
-
-    fn scratch_files(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let root = self.scratch().join("imports");
-        if let Ok(rd) = std::fs::read_dir(&root) {
-            for d in rd.flatten() {
-                out.push(d.path().display().to_string());
-                if let Ok(rd2) = std::fs::read_dir(d.path().join("disks")) {
-                    for f in rd2.flatten() {
-                        out.push(f.path().display().to_string());
-                    }
-                }
-            }
-        }
-        out
-    }
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
 
 fn status_is(i: &VirtualMachineImport, want: &str) -> bool {
     i.status
@@ -679,7 +209,7 @@ async fn an_import_runs_to_a_ready_vm_with_verified_disks_and_leaves_nothing() {
     let vms: Api<DynamicObject> = Api::namespaced_with(h.client.clone(), NS, &vm_ar());
     let vm = serde_json::to_value(vms.get("vmi-bfv").await.unwrap()).unwrap();
     assert_eq!(nets(&vm), ["default/vlan-a", "default/vlan-a", "vlan-b"]);
-    let seed_vm = h.cloud.server("vmi-bfv");
+    let seed_vm = h.cloud().server("vmi-bfv");
     let macs: Vec<&str> = vm["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"]
         .as_array()
         .unwrap()
@@ -698,7 +228,7 @@ async fn an_import_runs_to_a_ready_vm_with_verified_disks_and_leaves_nothing() {
     }
 
     // Nothing on the source, nothing in the scratch folder; Events tell the story.
-    let left = h.leftovers("bfv", &h.cloud.server_id("vmi-bfv"), 2).await;
+    let left = h.leftovers("bfv", &h.cloud().server_id("vmi-bfv"), 2).await;
     assert!(left.is_empty(), "{left:?}");
     let files = h.scratch_files();
     assert!(files.is_empty(), "{files:?}");
@@ -749,8 +279,8 @@ async fn an_import_runs_to_a_ready_vm_with_verified_disks_and_leaves_nothing() {
 async fn a_failed_preflight_marks_the_import_invalid_and_leaves_the_vm_running() {
     let h = Harness::start().await;
     let api = h.demo_api();
-    let id = h.cloud.server_id("vmi-image-booted");
-    start_server(&h.cloud, &api, &id);
+    let id = h.cloud().server_id("vmi-image-booted");
+    start_server(h.cloud(), &api, &id);
     h.nads(&["s"]).await;
     h.source("cloud", DEMO).await;
     h.import(
@@ -859,7 +389,7 @@ async fn deleting_an_import_mid_export_cancels_it_and_removes_everything() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let left = h
-        .leftovers("cancel", &h.cloud.server_id("vmi-bfv"), 2)
+        .leftovers("cancel", &h.cloud().server_id("vmi-bfv"), 2)
         .await;
     assert!(left.is_empty(), "{left:?}");
     let files = h.scratch_files();
@@ -911,7 +441,7 @@ async fn a_controller_killed_mid_export_resumes_from_status_and_leaks_nothing() 
         .await;
     assert!(done.status.unwrap().temporary_resources.is_empty());
     let left = h
-        .leftovers("resume", &h.cloud.server_id("vmi-bfv"), 2)
+        .leftovers("resume", &h.cloud().server_id("vmi-bfv"), 2)
         .await;
     assert!(left.is_empty(), "killed at {step_at_kill}: {left:?}");
     let seen = h.seen.lock().unwrap().downloads.clone();

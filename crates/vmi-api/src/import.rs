@@ -120,7 +120,7 @@ pub struct TemporaryResource {
 pub struct DiskProgress {
     /// Index in boot order.
     pub index: u32,
-    /// What the disk is doing (`snapshot`, `download`, `image submitted`, `ready`…).
+    /// What the disk is doing (`snapshot`, `download`, `exported`, `image submitted`, `image ready`…).
     pub step: String,
     pub bytes_done: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -153,7 +153,7 @@ pub struct ImageRecord {
     /// The image reported `Imported=True`.
     #[serde(default)]
     pub ready: bool,
-    /// The path the disk is served at (`/disks/<token>/<file>`); the token is random, 128 bits.
+    /// The path the disk is served at (`/disks/<token>/<file>`); the token is random, 256 bits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// SHA-512 of the served file.

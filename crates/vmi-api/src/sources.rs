@@ -110,7 +110,10 @@ pub struct VmwareSourceSpec {
 pub struct OvaSourceSpec {
     /// `http://` or `https://` URL of the OVA (the CLI also accepts `file://`).
     pub url: String,
-    /// Timeout of the whole download in seconds; 0 means none. Upstream default 600.
+    /// Seconds the server may stay silent (connect, or between two reads) before the download
+    /// is retried; 0 means no limit; default 600. (Upstream applies it to the whole download,
+    /// which fails large OVAs on slow links; here a long download that keeps moving never
+    /// times out.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_timeout_seconds: Option<i64>,
     /// Optional Secret with `username`, `password` (basic auth) and `ca.crt`.

@@ -32,6 +32,43 @@ use crate::run::{EngineError, EngineOptions, OutputFormat};
 use crate::source::GlanceImage;
 use crate::state::{DiskState, DownloadState, Failure, OutputDisk};
 
+/// Where the import reads the VM from.
+#[derive(Clone)]
+pub enum Source {
+    /// An OpenStack cloud: server, volumes, images.
+    Openstack(Arc<dyn OpenstackApi>),
+    /// An OVA archive: a file or an HTTP(S) URL.
+    Ova(Arc<crate::ova::OvaLocation>),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Openstack(_) => f.write_str("Source::Openstack"),
+            Source::Ova(l) => write!(f, "Source::Ova({})", l.describe()),
+        }
+    }
+}
+
+impl From<Arc<dyn OpenstackApi>> for Source {
+    fn from(api: Arc<dyn OpenstackApi>) -> Source {
+        Source::Openstack(api)
+    }
+}
+
+impl Source {
+    /// The OpenStack API, for the cloud's steps.
+    fn cloud(&self) -> Result<&Arc<dyn OpenstackApi>, PhaseError> {
+        match self {
+            Source::Openstack(api) => Ok(api),
+            Source::Ova(_) => Err(failed(
+                "CorruptState",
+                "an OpenStack step in an OVA import; remove the state and start over",
+            )),
+        }
+    }
+}
+
 /// What the caller does after a step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -107,6 +144,8 @@ struct Runtime {
     power: Retry,
     disks: Vec<DiskRuntime>,
     convert: Option<JoinHandle<Result<(), PhaseError>>>,
+    /// The OVA's download and extraction, while it runs.
+    ova: Option<JoinHandle<Result<(), PhaseError>>>,
     cleanup: CleanupRounds,
     cleanup_deadline: Option<Instant>,
     /// The preflight warnings were told.
@@ -115,7 +154,7 @@ struct Runtime {
 
 /// Drives one import. Cheap to keep: holds the journal, settings and any background task.
 pub struct Driver {
-    api: Arc<dyn OpenstackApi>,
+    source: Source,
     request: ImportRequest,
     journal: Journal,
     opts: EngineOptions,
@@ -145,13 +184,16 @@ impl Drop for Driver {
         if let Some(t) = rt.convert.take() {
             t.abort();
         }
+        if let Some(t) = rt.ova.take() {
+            t.abort();
+        }
     }
 }
 
 impl Driver {
     /// A driver over `journal`, which must hold the state of `request`'s import.
     pub fn new(
-        api: Arc<dyn OpenstackApi>,
+        source: impl Into<Source>,
         request: ImportRequest,
         journal: Journal,
         opts: EngineOptions,
@@ -174,7 +216,7 @@ impl Driver {
             error,
         })?;
         Ok(Driver {
-            api,
+            source: source.into(),
             request,
             journal,
             opts,
@@ -185,6 +227,7 @@ impl Driver {
                 power: Retry::default(),
                 disks: Vec::new(),
                 convert: None,
+                ova: None,
                 cleanup: CleanupRounds::default(),
                 cleanup_deadline: None,
                 warned: false,
@@ -263,7 +306,10 @@ impl Driver {
         let phase = self.journal.snapshot().phase;
         if rt.phase.map(|(p, _)| p) != Some(phase) {
             rt.phase = Some((phase, Instant::now()));
-            if phase != Phase::Failed {
+            // An OVA has no VM to power off: that phase passes silently.
+            let silent = phase == Phase::Failed
+                || (phase == Phase::PowerOff && matches!(self.source, Source::Ova(_)));
+            if !silent {
                 self.progress.phase(phase);
             }
         }
@@ -335,13 +381,7 @@ impl Driver {
     pub async fn cleanup_round(&self) -> Result<Option<Duration>, JournalError> {
         let mut rt = self.rt.lock().await;
         abort_tasks(&mut rt);
-        cleanup_once(
-            self.api.as_ref(),
-            &self.journal,
-            &self.opts,
-            &mut rt.cleanup,
-        )
-        .await
+        cleanup_once(&self.source, &self.journal, &self.opts, &mut rt.cleanup).await
     }
 
     /// The errors of the last cleanup round (for the user, once cleanup gives up).
@@ -357,13 +397,7 @@ impl Driver {
         if let Some(d) = rt.cleanup.retry.due(now) {
             return Ok(Step::After(d));
         }
-        let wait = cleanup_once(
-            self.api.as_ref(),
-            &self.journal,
-            &self.opts,
-            &mut rt.cleanup,
-        )
-        .await?;
+        let wait = cleanup_once(&self.source, &self.journal, &self.opts, &mut rt.cleanup).await?;
         let failure = self.journal.snapshot().failure;
         let left: Vec<Tracked> = match wait {
             Some(d) if now < deadline => return Ok(Step::After(d)),
@@ -414,31 +448,26 @@ impl Driver {
             tls_insecure: opts.tls_insecure,
             destination_exists: cluster.map(|_| &exists as &(dyn Fn(&_) -> bool + Sync)),
         };
-        let outcome = preflight::run(self.api.as_ref(), &input).await;
+        let outcome = preflight::run(self.source.cloud()?.as_ref(), &input).await;
         let mut report = outcome.report;
         if let Some(c) = cluster {
             report.checks.extend(c.checks.iter().cloned());
             report = report.sorted();
         }
-        let skip = opts.skip_preflight || request.import.spec.skip_preflight_checks == Some(true);
-        let blocking = |c: &vmi_core::preflight::Check| {
-            c.status == CheckStatus::Fail
-                && (!skip
-                    || matches!(
-                        c.id,
-                        CheckId::SourceAuth | CheckId::VmFound | CheckId::VmName
-                    ))
-        };
+        let skip = self.skip_checks();
         let Some(facts) = outcome.facts else {
             return Err(PhaseError::Preflight(Box::new(report)));
         };
-        if report.checks.iter().any(blocking) {
+        if blocks(&report, skip) {
             return Err(PhaseError::Preflight(Box::new(report)));
         }
         Ok((report, facts, skip))
     }
 
     async fn preflight(&self, rt: &mut Runtime) -> Result<Option<Duration>, PhaseError> {
+        if let Source::Ova(loc) = &self.source {
+            return self.ova_preflight(rt, loc.clone()).await;
+        }
         let request = &self.request;
         let (report, facts, skip) = self.checks().await?;
         if !rt.warned {
@@ -461,7 +490,7 @@ impl Driver {
                 ),
             ));
         }
-        let model = vmi_openstack::describe::describe_server(self.api.as_ref(), &facts)
+        let model = vmi_openstack::describe::describe_server(self.source.cloud()?.as_ref(), &facts)
             .await
             .map_err(|e| {
                 failed(
@@ -488,7 +517,7 @@ impl Driver {
         self.journal.update(|s| {
             s.server_id = Some(facts.server.id.clone());
             s.name_prefix = Some(prefix);
-            s.imported_name = facts.imported_name.clone();
+            s.imported_name.clone_from(&facts.imported_name);
             s.model = Some(model);
             s.nic_plan = Some(plan);
             // A re-run of preflight after a crash keeps the disks already under way.
@@ -511,6 +540,9 @@ impl Driver {
     }
 
     async fn power_off(&self, rt: &mut Runtime) -> Result<Option<Duration>, PhaseError> {
+        if let Source::Ova(_) = &self.source {
+            return Ok(None);
+        }
         let now = Instant::now();
         if let Some(d) = rt.power.due(now) {
             return Ok(Some(d));
@@ -519,7 +551,7 @@ impl Driver {
         let server_id = state.server_id.unwrap_or_default();
         let mut power = state.power;
         let result = export::advance_power_off(
-            self.api.as_ref(),
+            self.source.cloud()?.as_ref(),
             &server_id,
             &mut power,
             self.opts.shutdown_timeout,
@@ -556,6 +588,139 @@ impl Driver {
         }
     }
 
+    fn skip_checks(&self) -> bool {
+        self.opts.skip_preflight || self.request.import.spec.skip_preflight_checks == Some(true)
+    }
+
+    /// Preflight of an OVA: reads the archive up to its descriptor, nothing more.
+    async fn ova_preflight(
+        &self,
+        rt: &mut Runtime,
+        loc: Arc<crate::ova::OvaLocation>,
+    ) -> Result<Option<Duration>, PhaseError> {
+        let (report, facts, warnings) =
+            crate::ova::preflight(&loc, &self.request.import, self.opts.cluster.as_ref()).await;
+        let skip = self.skip_checks();
+        let Some(facts) = facts else {
+            return Err(PhaseError::Preflight(Box::new(report)));
+        };
+        if blocks(&report, skip) {
+            return Err(PhaseError::Preflight(Box::new(report)));
+        }
+        if !rt.warned {
+            for c in report.checks.iter().filter(|c| {
+                c.status == CheckStatus::Warn || (skip && c.status == CheckStatus::Fail)
+            }) {
+                self.progress
+                    .note(&format!("{} {}: {}", c.id, c.subject, c.message));
+            }
+            for w in &warnings {
+                self.progress.note(w);
+            }
+            rt.warned = true;
+        }
+        let default_model = self
+            .request
+            .import
+            .spec
+            .default_network_interface_model
+            .unwrap_or(vmi_api::NetworkInterfaceModel::Virtio);
+        let plan = plan_nics(&facts.model.nics, &facts.resolved, default_model)
+            .map_err(|e| failed("BadMapping", e))?;
+        for nic in &plan.unmapped {
+            self.progress.note(&format!(
+                "NIC {} on network {} has no mapping and is not created on the imported VM",
+                nic.mac,
+                nic.network.describe()
+            ));
+        }
+        let disks: Vec<DiskState> = facts
+            .model
+            .disks
+            .iter()
+            .zip(&facts.formats)
+            .enumerate()
+            .map(|(i, (d, f))| {
+                let file_name = match &d.source {
+                    vmi_core::model::DiskSource::OvaFile { file_name } => file_name.clone(),
+                    _ => String::new(),
+                };
+                let format = vmi_ova::preflight::qemu_format(*f)
+                    .unwrap_or("raw")
+                    .to_owned();
+                DiskState {
+                    export: DiskExport::new(i, ExportSource::Local { file_name, format }),
+                    download: DownloadState::default(),
+                    output: None,
+                }
+            })
+            .collect();
+        let source = format!("ova {}", loc.describe());
+        self.journal.update(|s| {
+            s.source = Some(source);
+            s.imported_name.clone_from(&facts.imported_name);
+            s.model = Some(facts.model);
+            s.nic_plan = Some(plan);
+            if s.disks.len() != disks.len()
+                || s.disks
+                    .iter()
+                    .zip(&disks)
+                    .any(|(a, b)| a.export.source != b.export.source)
+            {
+                s.disks = disks;
+            }
+        })?;
+        Ok(None)
+    }
+
+    /// The OVA's export: one background download and extraction for every disk.
+    async fn ova_export(
+        &self,
+        rt: &mut Runtime,
+        loc: Arc<crate::ova::OvaLocation>,
+    ) -> Result<Option<Duration>, PhaseError> {
+        let state = self.journal.snapshot();
+        let out = &self.opts.out_dir;
+        let have = |i: usize, d: &DiskState| {
+            d.output.is_some() || (d.download.done && work_file(out, i).exists())
+        };
+        if rt.ova.is_none() && state.disks.iter().enumerate().all(|(i, d)| have(i, d)) {
+            return Ok(None);
+        }
+        match &rt.ova {
+            None => {
+                self.progress
+                    .disk_step(0, "", &format!("download {}", loc.describe()));
+                let (journal, opts, progress, wakeup) = (
+                    self.journal.clone(),
+                    self.opts.clone(),
+                    self.progress.clone(),
+                    self.wakeup.clone(),
+                );
+                rt.ova = Some(tokio::spawn(async move {
+                    let r = ova_extract(&loc, &journal, &opts, progress).await;
+                    wakeup.notify_one();
+                    r
+                }));
+                Ok(Some(Duration::from_millis(200)))
+            }
+            Some(t) if t.is_finished() => {
+                let joined = match rt.ova.take() {
+                    Some(t) => t.await,
+                    None => Ok(Ok(())),
+                };
+                joined.unwrap_or_else(|e| {
+                    Err(failed(
+                        "InternalError",
+                        format!("the OVA extraction ended abnormally: {e}"),
+                    ))
+                })?;
+                Ok(Some(Duration::ZERO))
+            }
+            Some(_) => Ok(Some(Duration::from_millis(500))),
+        }
+    }
+
     fn export_context(&self) -> ExportContext {
         let state = self.journal.snapshot();
         ExportContext {
@@ -569,6 +734,9 @@ impl Driver {
     }
 
     async fn export(&self, rt: &mut Runtime) -> Result<Option<Duration>, PhaseError> {
+        if let Source::Ova(loc) = &self.source {
+            return self.ova_export(rt, loc.clone()).await;
+        }
         let state = self.journal.snapshot();
         let n = state.disks.len();
         rt.disks.resize_with(n, DiskRuntime::default);
@@ -649,7 +817,8 @@ impl Driver {
             // the cleanup after the download has only the image left. Errors are left to the
             // cleanup step, which retries them.
             if !rt.released && rt.release.due(now).is_none() {
-                let result = export::release_step(self.api.as_ref(), &mut disk, ctx.poll).await;
+                let result =
+                    export::release_step(self.source.cloud()?.as_ref(), &mut disk, ctx.poll).await;
                 self.journal.update(|s| s.disks[i].export = disk.clone())?;
                 if let Ok(None) = result {
                     rt.released = true;
@@ -669,12 +838,12 @@ impl Driver {
             return Ok(d);
         }
         if disk.step == ExportStep::Download {
-            rt.download = Some(self.spawn_download(i));
+            rt.download = Some(self.spawn_download(i)?);
             rt.released = false;
             rt.release = Retry::default();
             return Ok(Duration::ZERO);
         }
-        let advance = match export::advance(self.api.as_ref(), &mut disk, ctx).await {
+        let advance = match export::advance(self.source.cloud()?.as_ref(), &mut disk, ctx).await {
             Ok(a) => {
                 rt.retry.attempts = 0;
                 a
@@ -698,19 +867,19 @@ impl Driver {
         })
     }
 
-    fn spawn_download(&self, i: usize) -> JoinHandle<Result<(), PhaseError>> {
+    fn spawn_download(&self, i: usize) -> Result<JoinHandle<Result<(), PhaseError>>, PhaseError> {
         let (api, journal, opts, progress, wakeup) = (
-            self.api.clone(),
+            self.source.cloud()?.clone(),
             self.journal.clone(),
             self.opts.clone(),
             self.progress.clone(),
             self.wakeup.clone(),
         );
-        tokio::spawn(async move {
+        Ok(tokio::spawn(async move {
             let r = download_disk(&api, i, &journal, &opts, progress.as_ref()).await;
             wakeup.notify_one();
             r
-        })
+        }))
     }
 
     async fn convert(&self, rt: &mut Runtime) -> Result<Option<Duration>, PhaseError> {
@@ -761,7 +930,7 @@ pub(crate) struct CleanupRounds {
 /// One round of removing every temporary resource `journal` records, and the partial
 /// downloads. `None` when nothing is left; else when to try again.
 pub(crate) async fn cleanup_once(
-    api: &dyn OpenstackApi,
+    source: &Source,
     journal: &Journal,
     opts: &EngineOptions,
     rounds: &mut CleanupRounds,
@@ -770,6 +939,12 @@ pub(crate) async fn cleanup_once(
     let state = journal.snapshot();
     let mut pending = false;
     rounds.errors.clear();
+    let _ = std::fs::remove_dir_all(ova_dir(&opts.out_dir));
+    let Source::Openstack(api) = source else {
+        remove_local_files(&state, opts);
+        return Ok(None);
+    };
+    let api = api.as_ref();
     for (i, d) in state.disks.iter().enumerate() {
         let mut disk = d.export.clone();
         match export::cleanup_step(api, &mut disk, poll).await {
@@ -800,8 +975,21 @@ pub(crate) async fn cleanup_once(
             s.orphans = holder.strays.into_iter().filter(Tracked::is_live).collect();
         })?;
     }
+    remove_local_files(&state, opts);
+    if !pending {
+        return Ok(None);
+    }
+    let now = Instant::now();
+    let d = poll_delay(rounds.retry.waits, poll);
+    rounds.retry.waits += 1;
+    Ok(Some(rounds.retry.wait(now, d)))
+}
+
+/// Removes partial downloads (and, for the controller, the finished files).
+fn remove_local_files(state: &crate::state::ImportState, opts: &EngineOptions) {
     for (i, d) in state.disks.iter().enumerate() {
-        if d.export.step != ExportStep::Done || opts.remove_outputs_on_cleanup {
+        let finished = d.export.step == ExportStep::Done && d.download.done;
+        if !finished || opts.remove_outputs_on_cleanup {
             let _ = std::fs::remove_file(work_file(&opts.out_dir, i));
         }
         if opts.remove_outputs_on_cleanup
@@ -810,13 +998,11 @@ pub(crate) async fn cleanup_once(
             let _ = std::fs::remove_file(opts.out_dir.join(&o.file));
         }
     }
-    if !pending {
-        return Ok(None);
-    }
-    let now = Instant::now();
-    let d = poll_delay(rounds.retry.waits, poll);
-    rounds.retry.waits += 1;
-    Ok(Some(rounds.retry.wait(now, d)))
+}
+
+/// Where an OVA is extracted before its disks are moved to their work files.
+pub fn ova_dir(out_dir: &Path) -> PathBuf {
+    out_dir.join("disks").join(".ova")
 }
 
 fn abort_tasks(rt: &mut Runtime) {
@@ -828,6 +1014,94 @@ fn abort_tasks(rt: &mut Runtime) {
     if let Some(t) = rt.convert.take() {
         t.abort();
     }
+    if let Some(t) = rt.ova.take() {
+        t.abort();
+    }
+}
+
+/// Whether a failed check stops the import (with `skip`, only those without which nothing can
+/// work).
+fn blocks(report: &Report, skip: bool) -> bool {
+    report.checks.iter().any(|c| {
+        c.status == CheckStatus::Fail
+            && (!skip
+                || matches!(
+                    c.id,
+                    CheckId::SourceAuth
+                        | CheckId::SourceReadable
+                        | CheckId::VmFound
+                        | CheckId::VmName
+                ))
+    })
+}
+
+/// Downloads and extracts the OVA, verifying the manifest, and moves each disk's file to its
+/// work file.
+async fn ova_extract(
+    loc: &crate::ova::OvaLocation,
+    journal: &Journal,
+    opts: &EngineOptions,
+    progress: Arc<dyn ProgressSink>,
+) -> Result<(), PhaseError> {
+    let dir = ova_dir(&opts.out_dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| failed("IoError", format!("creating {}: {e}", dir.display())))?;
+    let ova = loc
+        .extract(&dir, progress.clone())
+        .await
+        .map_err(|e| failed(e.reason(), e.to_string()))?;
+    if ova.manifest.is_none() {
+        progress
+            .note("the OVA has no manifest (.mf): its files could not be verified against digests");
+    }
+    for w in &ova.warnings {
+        progress.note(&w.to_string());
+    }
+    let state = journal.snapshot();
+    for (i, d) in state.disks.iter().enumerate() {
+        let ExportSource::Local { file_name, format } = &d.export.source else {
+            return Err(failed(
+                "CorruptState",
+                format!("disk {i} is not a file of the OVA"),
+            ));
+        };
+        let work = work_file(&opts.out_dir, i);
+        let size = match ova.file(file_name) {
+            Some(f) if f.path.exists() => {
+                std::fs::rename(&f.path, &work)
+                    .map_err(|e| failed("IoError", format!("moving {}: {e}", f.path.display())))?;
+                f.size
+            }
+            Some(f) => {
+                // The same file for a second disk: copy the first disk's.
+                let first = state
+                    .disks
+                    .iter()
+                    .position(|o| matches!(&o.export.source, ExportSource::Local { file_name: n, .. } if n == file_name))
+                    .unwrap_or(i);
+                std::fs::copy(work_file(&opts.out_dir, first), &work)
+                    .map_err(|e| failed("IoError", format!("copying disk {first}: {e}")))?;
+                f.size
+            }
+            None => {
+                return Err(failed(
+                    "BadArchive",
+                    format!("disk {i}: '{file_name}' is not in {}", loc.describe()),
+                ));
+            }
+        };
+        journal.update(|s| {
+            let dl = &mut s.disks[i].download;
+            dl.done = true;
+            dl.size = size;
+            dl.checkpoint = size;
+            dl.format = Some(format.clone());
+            dl.digests = None;
+        })?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }
 
 /// One export per disk of the model, in boot order.

@@ -8,13 +8,14 @@
 
 pub mod driver;
 pub mod journal;
+pub mod ova;
 pub mod progress;
 pub mod run;
 pub mod source;
 pub mod state;
 pub mod summary;
 
-pub use driver::{Driver, Step};
+pub use driver::{Driver, Source, Step};
 pub use journal::Journal;
 pub use progress::ProgressSink;
 pub use run::{ClusterView, EngineError, EngineOptions, OutputFormat, cleanup, run};

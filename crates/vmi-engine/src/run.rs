@@ -15,7 +15,6 @@ use vmi_core::phase::Phase;
 use vmi_core::preflight::{Check, Report};
 use vmi_disk::download;
 use vmi_disk::qemu_img::Format;
-use vmi_openstack::OpenstackApi;
 use vmi_openstack::export::Tracked;
 
 use crate::driver::{Driver, PhaseError, Step, failed};
@@ -152,7 +151,7 @@ pub enum EngineError {
 /// driver's steps.
 #[instrument(skip_all, fields(import = %request.import_key()))]
 pub async fn run(
-    api: Arc<dyn OpenstackApi>,
+    source: impl Into<crate::driver::Source>,
     request: &ImportRequest,
     journal: &Journal,
     opts: &EngineOptions,
@@ -160,7 +159,7 @@ pub async fn run(
 ) -> Result<Summary, EngineError> {
     let started = Instant::now();
     let driver = Driver::new(
-        api,
+        source,
         request.clone(),
         journal.clone(),
         opts.clone(),
@@ -242,10 +241,12 @@ pub(crate) fn manifests_phase(
                 .unwrap_or(default_bus),
         });
     }
-    let source = format!(
-        "openstack server {}",
-        state.server_id.clone().unwrap_or_default()
-    );
+    let source = state.source.clone().unwrap_or_else(|| {
+        format!(
+            "openstack server {}",
+            state.server_id.clone().unwrap_or_default()
+        )
+    });
     let input = ManifestInput {
         vm: model,
         name,
@@ -273,7 +274,7 @@ pub(crate) fn manifests_phase(
 /// Removes every temporary resource the state records (and partial downloads), waiting
 /// (bounded by `opts.cleanup_timeout`) until each is gone. Returns what could not be removed.
 pub async fn cleanup(
-    api: &dyn OpenstackApi,
+    source: &crate::driver::Source,
     journal: &Journal,
     opts: &EngineOptions,
     progress: &dyn ProgressSink,
@@ -281,7 +282,7 @@ pub async fn cleanup(
     let deadline = Instant::now() + opts.cleanup_timeout;
     let mut rounds = crate::driver::CleanupRounds::default();
     loop {
-        match crate::driver::cleanup_once(api, journal, opts, &mut rounds).await? {
+        match crate::driver::cleanup_once(source, journal, opts, &mut rounds).await? {
             None => return Ok(Vec::new()),
             Some(_) if Instant::now() > deadline => {
                 for e in &rounds.errors {

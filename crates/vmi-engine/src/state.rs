@@ -30,6 +30,9 @@ pub struct ImportState {
     pub failure: Option<Failure>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_id: Option<String>,
+    /// What the VM came from, for people (`openstack server …`, `ova https://…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name_prefix: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -60,6 +63,7 @@ impl ImportState {
             phase: Phase::Preflight,
             failure: None,
             server_id: None,
+            source: None,
             name_prefix: None,
             model: None,
             imported_name: None,

@@ -99,8 +99,19 @@ impl Tracked {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ExportSource {
-    Volume { volume_id: String, size_gib: u64 },
-    ServerImage { server_id: String },
+    Volume {
+        volume_id: String,
+        size_gib: u64,
+    },
+    ServerImage {
+        server_id: String,
+    },
+    /// Nothing to export on a cloud: the disk is a file of the source (an OVA's `href`), in
+    /// `format` (a qemu-img format name).
+    Local {
+        file_name: String,
+        format: String,
+    },
 }
 
 /// The step a disk is at.
@@ -159,6 +170,7 @@ impl DiskExport {
         let step = match source {
             ExportSource::Volume { .. } => ExportStep::CreateSnapshot,
             ExportSource::ServerImage { .. } => ExportStep::CreateServerImage,
+            ExportSource::Local { .. } => ExportStep::Done,
         };
         Self {
             index,

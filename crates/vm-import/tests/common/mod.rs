@@ -8,6 +8,7 @@
 )]
 
 pub mod cloud;
+pub mod controller;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -135,4 +136,79 @@ pub fn closed_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A plain-HTTP file server on 127.0.0.1 (a thread per connection) that serves `data` at
+/// `/<name>` only, with `Range: bytes=N-` and, with `auth`, only to that `Authorization`
+/// value (else 401). Returns the port.
+pub fn file_server(name: &str, data: Vec<u8>, auth: Option<String>) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let data = Arc::new(data);
+    let path = format!("/{name}");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let (data, path, auth) = (data.clone(), path.clone(), auth.clone());
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut request_line = String::new();
+                let _ = reader.read_line(&mut request_line);
+                let (mut range_start, mut authorization) = (None, None);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                    let Some((k, v)) = line.split_once(':') else {
+                        continue;
+                    };
+                    match k.trim().to_ascii_lowercase().as_str() {
+                        "range" => {
+                            range_start = v
+                                .trim()
+                                .strip_prefix("bytes=")
+                                .and_then(|r| r.strip_suffix('-'))
+                                .and_then(|n| n.parse::<usize>().ok());
+                        }
+                        "authorization" => authorization = Some(v.trim().to_owned()),
+                        _ => {}
+                    }
+                }
+                let target = request_line.split_whitespace().nth(1).unwrap_or_default();
+                let head = |status: &str, extra: &str, len: usize| {
+                    format!(
+                        "HTTP/1.1 {status}\r\n{extra}Content-Length: {len}\r\nConnection: close\r\n\r\n"
+                    )
+                };
+                if auth.is_some() && authorization != auth {
+                    let _ = conn.write_all(
+                        head("401 Unauthorized", "WWW-Authenticate: Basic\r\n", 0).as_bytes(),
+                    );
+                    return;
+                }
+                if target != path {
+                    let _ = conn.write_all(head("404 Not Found", "", 0).as_bytes());
+                    return;
+                }
+                let len = data.len();
+                let start = range_start.unwrap_or(0).min(len);
+                let h = match range_start {
+                    Some(s) => head(
+                        "206 Partial Content",
+                        &format!(
+                            "Content-Range: bytes {s}-{}/{len}\r\n",
+                            len.saturating_sub(1)
+                        ),
+                        len - start,
+                    ),
+                    None => head("200 OK", "Accept-Ranges: bytes\r\n", len),
+                };
+                let _ = conn.write_all(h.as_bytes());
+                let _ = conn.write_all(&data[start..]);
+            });
+        }
+    });
+    port
 }
