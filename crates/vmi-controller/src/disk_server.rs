@@ -33,6 +33,8 @@ pub struct Served {
 #[derive(Clone, Debug, Default)]
 pub struct DiskRegistry {
     inner: Arc<RwLock<HashMap<String, Served>>>,
+    /// Body bytes of the disk responses sent (`vm_import_served_bytes_total`).
+    served_bytes: prometheus_client::metrics::counter::Counter,
 }
 
 /// Errors of the disk server.
@@ -69,6 +71,14 @@ pub fn parse_disk_path(path: &str) -> Option<(&str, &str)> {
 }
 
 impl DiskRegistry {
+    /// A registry that counts the bytes it serves on `served_bytes`.
+    pub fn counting(served_bytes: prometheus_client::metrics::counter::Counter) -> Self {
+        DiskRegistry {
+            inner: Arc::default(),
+            served_bytes,
+        }
+    }
+
     /// Serves `file` at `path` (from [`disk_path`]).
     pub fn register(&self, path: &str, served: Served) {
         if let Some((token, _)) = parse_disk_path(path) {
@@ -136,10 +146,21 @@ async fn serve_disk(
         debug!(status = 404, "disk request for an unknown token");
         return not_found();
     };
+    let is_get = request.method() == Method::GET;
     info!(import = %served.import, file = %served.file.display(), range = ?request.headers().get(http::header::RANGE), method = %request.method(), "serving a disk");
     match ServeFile::new(&served.file).oneshot(request).await {
         Ok(r) if r.status() == StatusCode::NOT_FOUND => not_found(),
-        Ok(r) => r.map(Body::new),
+        Ok(r) => {
+            let len = r
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if is_get && r.status().is_success() {
+                registry.served_bytes.inc_by(len.unwrap_or(0));
+            }
+            r.map(Body::new)
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }

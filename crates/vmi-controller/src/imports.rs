@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use tracing::{info, instrument, warn};
 use vmi_api::{
     ClusterStatus, ConditionStatus, DestinationStatus, DiskBus, ImageRecord, OpenstackSource,
-    VirtualMachineImport, VirtualMachineImportStatus,
+    OvaSource, VirtualMachineImport, VirtualMachineImportStatus,
 };
 use vmi_core::input::{ImportRequest, SourceDoc, SourceKind};
 use vmi_core::manifest::{self, DiskArtifact, ManifestInput};
@@ -125,9 +125,15 @@ impl Runtime {
 }
 
 /// The source of an import, once it is ready.
-struct ReadySource {
-    source: OpenstackSource,
-    secret: vmi_core::input::SecretData,
+enum ReadySource {
+    Openstack {
+        source: OpenstackSource,
+        secret: vmi_core::input::SecretData,
+    },
+    Ova {
+        source: OvaSource,
+        location: vmi_engine::ova::OvaLocation,
+    },
 }
 
 enum SourceLookup {
@@ -251,13 +257,13 @@ async fn lookup_source(
         .unwrap_or_else(|| import.namespace().unwrap_or_default());
     let name = r.name.clone().unwrap_or_default();
     let kind = r.kind.clone().unwrap_or_default();
-    match SourceKind::from_reference(&kind) {
-        Some(SourceKind::Openstack) => {}
+    let source_kind = match SourceKind::from_reference(&kind) {
+        Some(k @ (SourceKind::Openstack | SourceKind::Ova)) => k,
         Some(other) => {
             return Ok(SourceLookup::Invalid(
                 "SourceNotSupported".into(),
                 format!(
-                    "spec.sourceCluster is a {}; this vm-import imports from OpenstackSource only so far",
+                    "spec.sourceCluster is a {}; vm-import imports from OpenstackSource and OvaSource (export a vSphere VM as an OVA)",
                     other.kind()
                 ),
             ));
@@ -270,41 +276,63 @@ async fn lookup_source(
                 ),
             ));
         }
-    }
-    let sapi: Api<OpenstackSource> = Api::namespaced(ctx.client.clone(), &ns);
-    let Some(source) = sapi.get_opt(&name).await? else {
+    };
+    let (status, openstack, ova) = if source_kind == SourceKind::Openstack {
+        let api: Api<OpenstackSource> = Api::namespaced(ctx.client.clone(), &ns);
+        let src = api.get_opt(&name).await?;
+        (src.as_ref().and_then(|s| s.status.clone()), src, None)
+    } else {
+        let api: Api<OvaSource> = Api::namespaced(ctx.client.clone(), &ns);
+        let src = api.get_opt(&name).await?;
+        (src.as_ref().and_then(|s| s.status.clone()), None, src)
+    };
+    if openstack.is_none() && ova.is_none() {
         return Ok(SourceLookup::Wait(
             "SourceNotFound".into(),
             format!(
-                "OpenstackSource {ns}/{name} named by spec.sourceCluster does not exist; create it (the import waits)"
+                "{} {ns}/{name} named by spec.sourceCluster does not exist; create it (the import waits)",
+                source_kind.kind()
             ),
         ));
-    };
-    let ready = source
-        .status
+    }
+    let ready = status
         .as_ref()
         .and_then(|s| s.status)
         .is_some_and(|s| s == ClusterStatus::Ready);
     if !ready {
-        let why = source
-            .status
+        let why = status
             .as_ref()
             .and_then(|s| s.conditions.iter().find(|c| c.type_ == "ClusterReady"))
             .and_then(|c| c.message.clone())
             .unwrap_or_else(|| "not verified yet".into());
         return Ok(SourceLookup::Wait(
             "SourceNotReady".into(),
-            format!("OpenstackSource {ns}/{name} is not ready: {why} (the import waits)"),
+            format!(
+                "{} {ns}/{name} is not ready: {why} (the import waits)",
+                source_kind.kind()
+            ),
         ));
     }
-    let secret = match sources::read_secret(&ctx.client, &source.spec.credentials, &ns).await? {
-        Ok(s) => s,
-        Err(v) => return Ok(SourceLookup::Wait(v.reason, v.message)),
+    if let Some(source) = openstack {
+        let secret = match sources::read_secret(&ctx.client, &source.spec.credentials, &ns).await? {
+            Ok(s) => s,
+            Err(v) => return Ok(SourceLookup::Wait(v.reason, v.message)),
+        };
+        return Ok(SourceLookup::Ready(Box::new(ReadySource::Openstack {
+            source,
+            secret,
+        })));
+    }
+    let Some(source) = ova else {
+        return Err(ImportError::State("source lookup lost its object".into()));
     };
-    Ok(SourceLookup::Ready(Box::new(ReadySource {
-        source,
-        secret,
-    })))
+    match sources::ova_location(&source, &ctx.client).await? {
+        Ok(location) => Ok(SourceLookup::Ready(Box::new(ReadySource::Ova {
+            source,
+            location,
+        }))),
+        Err(v) => Ok(SourceLookup::Wait(v.reason, v.message)),
+    }
 }
 
 /// What preflight learns of the cluster: the NetworkAttachmentDefinitions and the storage class.
@@ -396,33 +424,65 @@ async fn runtime(
     if let Some(rt) = existing {
         return Ok(Ok(rt));
     }
-    let cfg = match sources::openstack_config(&source.source, &source.secret) {
-        Ok(c) => c,
-        Err(v) => return Ok(Err(v)),
+    let (engine_source, request, mut opts) = match source {
+        ReadySource::Openstack { source, secret } => {
+            let cfg = match sources::openstack_config(source, secret) {
+                Ok(c) => c,
+                Err(v) => return Ok(Err(v)),
+            };
+            let options = SessionOptions::default();
+            let (api, endpoint, credentials, insecure) =
+                match sources::openstack_client(cfg, options) {
+                    Ok(x) => x,
+                    Err(v) => return Ok(Err(v)),
+                };
+            let api: Arc<dyn OpenstackApi> = Arc::new(api);
+            let request = ImportRequest {
+                import: import.clone(),
+                source_kind: SourceKind::Openstack,
+                source: Some(SourceDoc::Openstack(source.clone())),
+                secret: Some(secret.clone()),
+            };
+            let opts = engine_options(import, ctx, endpoint, credentials, insecure);
+            (vmi_engine::Source::Openstack(api), request, opts)
+        }
+        ReadySource::Ova { source, location } => {
+            let request = ImportRequest {
+                import: import.clone(),
+                source_kind: SourceKind::Ova,
+                source: Some(SourceDoc::Ova(source.clone())),
+                secret: None,
+            };
+            let opts = engine_options(
+                import,
+                ctx,
+                location.describe().to_owned(),
+                String::new(),
+                source.spec.insecure_skip_tls_verify.unwrap_or(false),
+            );
+            (
+                vmi_engine::Source::Ova(Arc::new(location.clone())),
+                request,
+                opts,
+            )
+        }
     };
-    let options = SessionOptions::default();
-    let (api, endpoint, credentials, insecure) = match sources::openstack_client(cfg, options) {
-        Ok(x) => x,
-        Err(v) => return Ok(Err(v)),
-    };
-    let mut opts = engine_options(import, ctx, endpoint, credentials, insecure);
     if phase == Phase::Preflight {
         opts.cluster = Some(cluster_view(import, ctx).await);
     }
-    let request = ImportRequest {
-        import: import.clone(),
-        source_kind: SourceKind::Openstack,
-        source: Some(SourceDoc::Openstack(source.source.clone())),
-        secret: Some(source.secret.clone()),
-    };
     let state = state.unwrap_or_else(|| ImportState::new(request.import_key()));
     let sink = Arc::new(Sink {
         metrics: Some(ctx.metrics.clone()),
         ..Sink::default()
     });
-    let api: Arc<dyn OpenstackApi> = Arc::new(api);
-    let driver = Driver::new(api, request, Journal::in_memory(state), opts, sink.clone())
-        .map_err(|e| ImportError::State(e.to_string()))?;
+    let driver = Driver::new(
+        engine_source,
+        request,
+        Journal::in_memory(state),
+        opts,
+        sink.clone(),
+    )
+    .map_err(|e| ImportError::State(e.to_string()))?;
     let reset = driver
         .reset_disks_without_files()
         .map_err(|e| ImportError::State(e.to_string()))?;
@@ -492,7 +552,18 @@ fn engine_status(
             &now,
         );
     }
-    if state.phase > Phase::PowerOff && state.phase != Phase::Failed {
+    if state.phase > Phase::Preflight && state.phase != Phase::Failed {
+        set_condition(
+            &mut s.import_conditions,
+            condition::PREFLIGHT,
+            ConditionStatus::True,
+            "PreflightPassed",
+            "every preflight check passed",
+            &now,
+        );
+    }
+    // An OVA has no server to stop.
+    if state.phase > Phase::PowerOff && state.phase != Phase::Failed && state.server_id.is_some() {
         set_condition(
             &mut s.import_conditions,
             "VMPoweredOff",
@@ -505,7 +576,7 @@ fn engine_status(
     if matches!(state.phase, Phase::Manifests | Phase::Done) {
         set_condition(
             &mut s.import_conditions,
-            "VMExported",
+            condition::EXPORTED,
             ConditionStatus::True,
             "Exported",
             &format!(
@@ -758,10 +829,10 @@ async fn phase_changed(
         })
         .observe(elapsed);
     let note = match state.phase {
-        Phase::PowerOff => format!(
-            "preflight passed; stopping source server {}",
-            state.server_id.as_deref().unwrap_or("?")
-        ),
+        Phase::PowerOff => match state.server_id.as_deref() {
+            Some(id) => format!("preflight passed; stopping source server {id}"),
+            None => "preflight passed".to_owned(),
+        },
         Phase::Export => format!("exporting {} disk(s)", state.disks.len()),
         Phase::Convert => "every disk downloaded and verified; converting".to_owned(),
         Phase::Manifests | Phase::Done => "disks exported".to_owned(),

@@ -36,7 +36,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tracing::{error, info, warn};
-use vmi_api::{OpenstackSource, VirtualMachineImport, VmwareSource};
+use vmi_api::{OpenstackSource, OvaSource, VirtualMachineImport, VmwareSource};
 
 pub use options::ControllerArgs;
 
@@ -165,7 +165,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
         }
     };
 
-    let disks = disk_server::DiskRegistry::default();
+    let disks = disk_server::DiskRegistry::counting(metrics.bytes_served.clone());
     start_servers(&args, &base_url, &metrics, &disks, &stopped).await?;
 
     let identity = args.identity.clone().unwrap_or_else(|| {
@@ -311,6 +311,40 @@ where
     }
 }
 
+/// The OvaSource controller: verifies each source, again when its Secret changes.
+fn ova_controller(
+    ctx: Arc<Context>,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> impl std::future::Future<Output = ()> {
+    let client = ctx.client.clone();
+    let ns = ctx.args.namespace.clone();
+    let ova_api: Api<OvaSource> = api(&client, ns.as_deref());
+    let ova = Controller::new(ova_api, watch_config());
+    let ova_store = ova.store();
+    let ova_secrets: Api<Secret> = api(&client, ns.as_deref());
+    ova.watches(ova_secrets, watch_config(), move |secret: Secret| {
+        let sns = secret.namespace().unwrap_or_default();
+        let sname = secret.name_any();
+        ova_store
+            .state()
+            .into_iter()
+            .filter(|s| {
+                s.spec.credentials.as_ref().is_some_and(|r| {
+                    sources::refers_to(r, &s.namespace().unwrap_or_default(), &sns, &sname)
+                })
+            })
+            .map(|s| ObjectRef::from_obj(&*s))
+            .collect::<Vec<_>>()
+    })
+    .graceful_shutdown_on(stop)
+    .run(
+        sources::reconcile_ova,
+        |o, e: &sources::SourceError, ctx| error_policy(o, e.reason(), e, &ctx),
+        ctx,
+    )
+    .for_each(|_| async {})
+}
+
 /// The controllers: sources (with their Secrets) and imports (with their images and sources).
 async fn run_controllers(
     ctx: Arc<Context>,
@@ -363,6 +397,8 @@ async fn run_controllers(
         )
         .for_each(|_| async {});
 
+    let ova = ova_controller(ctx.clone(), shutdown(&stop_tx));
+
     let vmware: Api<VmwareSource> = api(&client, ns.as_deref());
     let vmware = Controller::new(vmware, watch_config())
         .graceful_shutdown_on(shutdown(&stop_tx))
@@ -381,30 +417,18 @@ async fn run_controllers(
         None => Api::all_with(client.clone(), &kubeapi::image_resource()),
     };
     let sources_for_imports: Api<OpenstackSource> = api(&client, ns.as_deref());
+    let ova_for_imports: Api<OvaSource> = api(&client, ns.as_deref());
+    let ova_import_store = import_store.clone();
     let imports = imports
         .owns_with(images, kubeapi::image_resource(), watch_config())
         .watches(
             sources_for_imports,
             watch_config(),
-            move |src: OpenstackSource| {
-                let sns = src.namespace().unwrap_or_default();
-                let sname = src.name_any();
-                import_store
-                    .state()
-                    .into_iter()
-                    .filter(|i| {
-                        let r = &i.spec.source_cluster;
-                        r.name.as_deref() == Some(sname.as_str())
-                            && r.namespace
-                                .clone()
-                                .filter(|n| !n.is_empty())
-                                .unwrap_or_else(|| i.namespace().unwrap_or_default())
-                                == sns
-                    })
-                    .map(|i| ObjectRef::from_obj(&*i))
-                    .collect::<Vec<_>>()
-            },
+            move |src: OpenstackSource| imports_of(&import_store, "OpenstackSource", &src),
         )
+        .watches(ova_for_imports, watch_config(), move |src: OvaSource| {
+            imports_of(&ova_import_store, "OvaSource", &src)
+        })
         .with_config(ControllerConfig::default().concurrency(ctx.args.concurrency))
         .graceful_shutdown_on(shutdown(&stop_tx))
         .run(
@@ -414,5 +438,33 @@ async fn run_controllers(
         )
         .for_each(|_| async {});
     info!("controllers started");
-    tokio::join!(sources, vmware, imports, stop_signal);
+    tokio::join!(sources, ova, vmware, imports, stop_signal);
+}
+
+/// The imports whose `spec.sourceCluster` names `src` (of `kind`).
+fn imports_of<K: kube::Resource>(
+    store: &kube::runtime::reflector::Store<VirtualMachineImport>,
+    kind: &str,
+    src: &K,
+) -> Vec<ObjectRef<VirtualMachineImport>> {
+    let sns = src.namespace().unwrap_or_default();
+    let sname = src.name_any();
+    store
+        .state()
+        .into_iter()
+        .filter(|i| {
+            let r = &i.spec.source_cluster;
+            r.name.as_deref() == Some(sname.as_str())
+                && vmi_core::input::SourceKind::from_reference(
+                    r.kind.as_deref().unwrap_or_default(),
+                )
+                .is_some_and(|k| k.kind() == kind)
+                && r.namespace
+                    .clone()
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| i.namespace().unwrap_or_default())
+                    == sns
+        })
+        .map(|i| ObjectRef::from_obj(&*i))
+        .collect()
 }

@@ -39,7 +39,7 @@ impl BackendChoice {
 /// `vm-import controller` flags.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ControllerArgs {
-    /// Kubeconfig to use; without it the in-cluster service account (or the default kubeconfig).
+    /// Kubeconfig to use; without it the in-cluster service account (required outside a cluster).
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
     /// Watch only this namespace (default: all namespaces).

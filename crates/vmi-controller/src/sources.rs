@@ -12,7 +12,8 @@ use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use tracing::{info, instrument, warn};
 use vmi_api::{
-    ClusterStatus, ConditionStatus, OpenstackSource, SecretReference, SourceStatus, VmwareSource,
+    ClusterStatus, ConditionStatus, OpenstackSource, OvaSource, SecretReference, SourceStatus,
+    VmwareSource,
 };
 use vmi_core::input::SecretData;
 use vmi_core::preflight::CheckStatus;
@@ -285,6 +286,95 @@ pub async fn reconcile_vmware(
     );
     record(&api, &src, src.status.as_ref(), &verdict, &ctx).await?;
     Ok(Action::await_change())
+}
+
+/// Where an OvaSource's archive is, with its optional Secret (`username`, `password`,
+/// `ca.crt`). `file://` URLs are for the CLI only: the controller's files are its own.
+pub async fn ova_location(
+    src: &OvaSource,
+    client: &kube::Client,
+) -> Result<Result<vmi_engine::ova::OvaLocation, Verdict>, kube::Error> {
+    let ns = src.namespace().unwrap_or_default();
+    if src.spec.url.trim().starts_with("file://") {
+        return Ok(Err(Verdict::fail(
+            "InvalidURL",
+            format!(
+                "spec.url '{}' is a local file: the controller downloads OVAs over http:// or https://; serve the file from a web server (file:// URLs are for the vm-import CLI)",
+                src.spec.url
+            ),
+        )));
+    }
+    let secret = match &src.spec.credentials {
+        None => None,
+        Some(r) => match read_secret(client, r, &ns).await? {
+            Ok(s) => Some(s),
+            Err(v) => return Ok(Err(v)),
+        },
+    };
+    Ok(
+        vmi_engine::ova::OvaLocation::from_source(src, secret.as_ref(), None)
+            .map_err(|e| Verdict::fail("InvalidSource", e)),
+    )
+}
+
+/// An OvaSource is ready when its URL answers and the archive's OVF descriptor parses (only
+/// the head of the archive is read, up to the descriptor).
+async fn verify_ova(src: &OvaSource, ctx: &Context) -> Result<Verdict, kube::Error> {
+    let loc = match ova_location(src, &ctx.client).await? {
+        Ok(l) => l,
+        Err(v) => return Ok(v),
+    };
+    let tls = loc.tls_check();
+    let mut verdict = match loc.read_descriptor().await {
+        Ok(d) => {
+            let env = &d.descriptor.envelope;
+            let names: Vec<&str> = env
+                .systems
+                .iter()
+                .map(|v| v.name.as_deref().or(v.id.as_deref()).unwrap_or("(unnamed)"))
+                .collect();
+            Verdict {
+                ready: true,
+                reason: "Verified".into(),
+                message: format!(
+                    "{}: OVF descriptor read; virtual system(s): {}",
+                    loc.describe(),
+                    names.join(", ")
+                ),
+            }
+        }
+        Err(e) => {
+            let reason = if e.contains("HTTP 401") || e.contains("HTTP 403") {
+                "AuthenticationFailed"
+            } else if e.contains("TLS certificate") {
+                "TlsError"
+            } else if e.contains("HTTP ") || e.contains("cannot connect") || e.contains("timed out")
+            {
+                "Unreachable"
+            } else {
+                "InvalidArchive"
+            };
+            Verdict::fail(reason, e)
+        }
+    };
+    if verdict.ready && tls.status == CheckStatus::Warn {
+        verdict.message.push_str("; ");
+        verdict.message.push_str(&tls.message);
+    }
+    Ok(verdict)
+}
+
+#[instrument(skip_all, fields(source = %format!("{}/{}", src.namespace().unwrap_or_default(), src.name_any()), kind = "OvaSource"))]
+pub async fn reconcile_ova(src: Arc<OvaSource>, ctx: Arc<Context>) -> Result<Action, SourceError> {
+    ctx.metrics.reconciled("OvaSource");
+    let ns = src.namespace().unwrap_or_default();
+    let api: Api<OvaSource> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(src) = api.get_opt(&src.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    let verdict = verify_ova(&src, &ctx).await?;
+    record(&api, &src, src.status.as_ref(), &verdict, &ctx).await?;
+    Ok(Action::requeue(ctx.args.source_resync()))
 }
 
 /// Whether `secret` (namespace, name) is the one `r` names (namespace defaulted to `ns`).

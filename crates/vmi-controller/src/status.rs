@@ -95,7 +95,7 @@ pub mod condition {
     /// The source object is ready (`False` while it is not, the import waits).
     pub const SOURCE_READY: &str = "SourceReady";
     /// The disks are exported from the source (`True`), or the export failed (`False`).
-    pub const EXPORTED: &str = "VirtualMachineExported";
+    pub const EXPORTED: &str = "VMExported";
     /// The images are submitted / ready / failed.
     pub const IMAGES_READY: &str = "DiskImagesReady";
     /// The VirtualMachine was created and is running.

@@ -1,0 +1,161 @@
+//! `vm-import controller` with an OvaSource, black-box: the real binary against the fake
+//! Kubernetes API, the demo OVA served over HTTP with basic auth. Needs no cloud.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::pedantic
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::controller::*;
+use kube::Api;
+use kube::api::DynamicObject;
+
+const SECRET: &[(&str, &str)] = &[("username", "alice"), ("password", "ova-S3cret-pw")];
+
+fn demo_ova() -> Vec<u8> {
+    std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/ova/demo-vm.ova"
+    ))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ova_source_is_verified_and_its_import_runs_to_a_ready_vm() {
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("alice:ova-S3cret-pw")
+    );
+    let port = common::file_server("exports/demo-vm.ova", demo_ova(), Some(auth));
+    let url = format!("http://127.0.0.1:{port}/exports/demo-vm.ova");
+    let h = Harness::start_without_cloud().await;
+    h.nads(&["vlan1", "storage"]).await;
+
+    // Each bad input gets the reason and a message that says what to do.
+    h.ova_source("no-auth", &url, None).await;
+    h.ova_source(
+        "missing",
+        &format!("http://127.0.0.1:{port}/exports/nope.ova"),
+        Some(SECRET),
+    )
+    .await;
+    h.ova_source("local", "file:///var/tmp/demo-vm.ova", None)
+        .await;
+    let (reason, message) = h.wait_ova_source("no-auth", "clusterNotReady").await;
+    assert_eq!(reason, "AuthenticationFailed", "{message}");
+    assert!(
+        message.contains("HTTP 401") && message.contains("Secret"),
+        "{message}"
+    );
+    let (reason, message) = h.wait_ova_source("missing", "clusterNotReady").await;
+    assert_eq!(reason, "Unreachable", "{message}");
+    assert!(
+        message.contains("HTTP 404") && message.contains("spec.url"),
+        "{message}"
+    );
+    let (reason, message) = h.wait_ova_source("local", "clusterNotReady").await;
+    assert_eq!(reason, "InvalidURL", "{message}");
+
+    h.ova_source("demo", &url, Some(SECRET)).await;
+    let (reason, message) = h.wait_ova_source("demo", "clusterReady").await;
+    assert_eq!(reason, "Verified", "{message}");
+    assert!(message.contains("demo-vm"), "{message}");
+    assert!(!message.contains("ova-S3cret-pw"));
+
+    h.import_from(
+        "demo",
+        "OvaSource",
+        "demo",
+        "demo-vm",
+        &[
+            ("VM Network", "vlan1"),
+            ("Storage Network", "default/storage"),
+        ],
+    )
+    .await;
+    let done = h
+        .wait_import(
+            "demo",
+            "virtualMachineRunning",
+            Duration::from_secs(120),
+            |i| {
+                i.status
+                    .as_ref()
+                    .and_then(|s| s.import_status)
+                    .is_some_and(|s| serde_json::to_value(s).unwrap() == "virtualMachineRunning")
+            },
+        )
+        .await;
+    let status = done.status.unwrap();
+    assert_eq!(
+        status.imported_virtual_machine_name.as_deref(),
+        Some("demo-vm")
+    );
+    assert!(status.temporary_resources.is_empty());
+    let cond = |t: &str| status.import_conditions.iter().find(|c| c.type_ == t);
+    assert_eq!(
+        cond("PreflightPassed").map(|c| c.status),
+        Some(vmi_api::ConditionStatus::True),
+        "{:?}",
+        status.import_conditions
+    );
+    assert!(
+        cond("VMPoweredOff").is_none() && cond("VMPoweringOff").is_none(),
+        "an OVA has no VM to stop: {:?}",
+        status.import_conditions
+    );
+
+    // Harvester's side downloaded the disk once, and the SHA-512 matched.
+    let seen = h.seen.lock().unwrap().downloads.clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].2, "{seen:?}");
+
+    let vms: Api<DynamicObject> = Api::namespaced_with(h.client.clone(), NS, &vm_ar());
+    let vm = serde_json::to_value(vms.get("demo-vm").await.unwrap()).unwrap();
+    let spec = &vm["spec"]["template"]["spec"];
+    let nets: Vec<&str> = spec["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["multus"]["networkName"].as_str().unwrap())
+        .collect();
+    assert_eq!(nets, ["vlan1", "default/storage"]);
+    let macs: Vec<&str> = spec["domain"]["devices"]["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["macAddress"].as_str().unwrap())
+        .collect();
+    assert_eq!(macs, ["00:50:56:00:de:01", "00:50:56:00:de:02"]);
+    assert_eq!(spec["domain"]["memory"]["guest"], "2048Mi");
+    assert!(spec["domain"]["firmware"]["bootloader"]["efi"].is_object());
+
+    // The disk server counted what Harvester's side downloaded.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", h.metrics_port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let served: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("vm_import_served_bytes_total "))
+        .unwrap_or_else(|| panic!("{metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(served, seen[0].3, "{metrics}");
+
+    let files = h.scratch_files();
+    assert!(files.is_empty(), "{files:?}");
+    assert!(
+        !h.log().contains("ova-S3cret-pw"),
+        "a password is in the log"
+    );
+}
