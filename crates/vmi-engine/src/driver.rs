@@ -687,38 +687,22 @@ impl Driver {
         if rt.ova.is_none() && state.disks.iter().enumerate().all(|(i, d)| have(i, d)) {
             return Ok(None);
         }
-        match &rt.ova {
-            None => {
-                self.progress
-                    .disk_step(0, "", &format!("download {}", loc.describe()));
-                let (journal, opts, progress, wakeup) = (
-                    self.journal.clone(),
-                    self.opts.clone(),
-                    self.progress.clone(),
-                    self.wakeup.clone(),
-                );
-                rt.ova = Some(tokio::spawn(async move {
-                    let r = ova_extract(&loc, &journal, &opts, progress).await;
-                    wakeup.notify_one();
-                    r
-                }));
-                Ok(Some(Duration::from_millis(200)))
-            }
-            Some(t) if t.is_finished() => {
-                let joined = match rt.ova.take() {
-                    Some(t) => t.await,
-                    None => Ok(Ok(())),
-                };
-                joined.unwrap_or_else(|e| {
-                    Err(failed(
-                        "InternalError",
-                        format!("the OVA extraction ended abnormally: {e}"),
-                    ))
-                })?;
-                Ok(Some(Duration::ZERO))
-            }
-            Some(_) => Ok(Some(Duration::from_millis(500))),
-        }
+        let poll = drive_task(&mut rt.ova, "the OVA extraction", &self.wakeup, || {
+            self.progress
+                .disk_step(0, "", &format!("download {}", loc.describe()));
+            let (journal, opts, progress) = (
+                self.journal.clone(),
+                self.opts.clone(),
+                self.progress.clone(),
+            );
+            async move { ova_extract(&loc, &journal, &opts, progress).await }
+        })
+        .await?;
+        Ok(Some(match poll {
+            TaskPoll::Started => Duration::from_millis(200),
+            TaskPoll::Running => Duration::from_millis(500),
+            TaskPoll::Finished => Duration::ZERO,
+        }))
     }
 
     fn export_context(&self) -> ExportContext {
@@ -883,40 +867,77 @@ impl Driver {
     }
 
     async fn convert(&self, rt: &mut Runtime) -> Result<Option<Duration>, PhaseError> {
-        match &rt.convert {
-            None => {
-                let (journal, opts, progress, wakeup) = (
-                    self.journal.clone(),
-                    self.opts.clone(),
-                    self.progress.clone(),
-                    self.wakeup.clone(),
-                );
-                rt.convert = Some(tokio::spawn(async move {
-                    let n = journal.snapshot().disks.len();
-                    let results = futures::future::join_all(
-                        (0..n).map(|i| convert_disk(i, &journal, &opts, progress.as_ref())),
-                    )
-                    .await;
-                    wakeup.notify_one();
-                    results.into_iter().collect::<Result<(), PhaseError>>()
-                }));
-                Ok(Some(Duration::from_millis(200)))
+        let poll = drive_task(&mut rt.convert, "the conversion task", &self.wakeup, || {
+            let (journal, opts, progress) = (
+                self.journal.clone(),
+                self.opts.clone(),
+                self.progress.clone(),
+            );
+            async move {
+                let n = journal.snapshot().disks.len();
+                futures::future::join_all(
+                    (0..n).map(|i| convert_disk(i, &journal, &opts, progress.as_ref())),
+                )
+                .await
+                .into_iter()
+                .collect::<Result<(), PhaseError>>()
             }
-            Some(t) if t.is_finished() => {
-                let joined = match rt.convert.take() {
-                    Some(t) => t.await,
-                    None => Ok(Ok(())),
-                };
-                joined.unwrap_or_else(|e| {
-                    Err(failed(
-                        "InternalError",
-                        format!("the conversion task ended abnormally: {e}"),
-                    ))
-                })?;
-                Ok(None)
-            }
-            Some(_) => Ok(Some(Duration::from_millis(500))),
+        })
+        .await?;
+        Ok(match poll {
+            TaskPoll::Started => Some(Duration::from_millis(200)),
+            TaskPoll::Running => Some(Duration::from_millis(500)),
+            TaskPoll::Finished => None,
+        })
+    }
+}
+
+/// Where a phase's background task is.
+enum TaskPoll {
+    /// Just spawned.
+    Started,
+    Running,
+    /// Finished successfully (a failure is the `Err` of [`drive_task`]).
+    Finished,
+}
+
+/// Drives the one background task of a phase: spawns `start()` when `slot` is empty (it
+/// wakes the driver when done), then reports it running until it finishes, and returns its
+/// error, if any, once.
+async fn drive_task<F>(
+    slot: &mut Option<JoinHandle<Result<(), PhaseError>>>,
+    what: &str,
+    wakeup: &Arc<Notify>,
+    start: impl FnOnce() -> F,
+) -> Result<TaskPoll, PhaseError>
+where
+    F: std::future::Future<Output = Result<(), PhaseError>> + Send + 'static,
+{
+    match slot {
+        None => {
+            let task = start();
+            let wakeup = wakeup.clone();
+            *slot = Some(tokio::spawn(async move {
+                let r = task.await;
+                wakeup.notify_one();
+                r
+            }));
+            Ok(TaskPoll::Started)
         }
+        Some(t) if t.is_finished() => {
+            let joined = match slot.take() {
+                Some(t) => t.await,
+                None => Ok(Ok(())),
+            };
+            joined.unwrap_or_else(|e| {
+                Err(failed(
+                    "InternalError",
+                    format!("{what} ended abnormally: {e}"),
+                ))
+            })?;
+            Ok(TaskPoll::Finished)
+        }
+        Some(_) => Ok(TaskPoll::Running),
     }
 }
 
