@@ -238,3 +238,88 @@ fn an_unmapped_ova_nic_is_reported_with_its_mac_as_for_openstack() {
         "{text}"
     );
 }
+
+/// Killed (SIGKILL) while the OVA downloads, the same command finishes the import with the
+/// same disk, and nothing of the interrupted download is left in the output folder.
+#[test]
+fn an_ova_import_killed_mid_download_resumes_with_the_same_disk() {
+    let ova = std::fs::read(repo_file("examples/ova/demo-vm.ova")).unwrap();
+    // ~400 KiB at 8 KiB per 25 ms: about 1.3 s of download.
+    let port = slow_file_server(
+        "demo-vm.ova",
+        ova,
+        8 << 10,
+        std::time::Duration::from_millis(25),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo_file("examples/ova/demo-vm.yaml"))
+        .unwrap()
+        .replace(
+            "file://demo-vm.ova",
+            &format!("http://127.0.0.1:{port}/demo-vm.ova"),
+        );
+    let input = write(dir.path(), "in.yaml", &text);
+    let out_dir = dir.path().join("out");
+    let args = [
+        "import",
+        "-f",
+        input.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--format",
+        "raw",
+    ];
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vm-import"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill once part of the archive has been extracted.
+    let scratch = out_dir.join("disks/.ova");
+    let start = std::time::Instant::now();
+    let partial = loop {
+        let size: u64 = std::fs::read_dir(&scratch)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        if size > 64 << 10 {
+            break size;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the import ended before it could be killed"
+        );
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "no extraction progress in {}",
+            scratch.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(partial < 400 << 10, "killed too late: {partial} bytes");
+    assert!(!out_dir.join("disks/disk-0.raw").exists());
+
+    let out = vm_import(&args, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    use sha2::Digest;
+    let disk = std::fs::read(out_dir.join("disks/disk-0.raw")).unwrap();
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&disk)),
+        "d2de01f8ebf35629ff8d298e728bdf704118f428fd5ec35ac45cf16701d49058"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(out_dir.join("disks"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["disk-0.raw"]);
+}

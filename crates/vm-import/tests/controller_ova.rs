@@ -159,3 +159,84 @@ async fn an_ova_source_is_verified_and_its_import_runs_to_a_ready_vm() {
         "a password is in the log"
     );
 }
+
+/// Deleting an import while its OVA downloads cancels it: the finalizer goes once the partial
+/// download is removed, and no image or VM is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleting_an_ova_import_mid_download_cancels_it_and_removes_its_files() {
+    // ~400 KiB at 4 KiB per 100 ms: about 10 s of download.
+    let port = common::slow_file_server(
+        "demo-vm.ova",
+        demo_ova(),
+        4 << 10,
+        Duration::from_millis(100),
+    );
+    let h = Harness::start_without_cloud().await;
+    h.nads(&["vlan1", "storage"]).await;
+    h.ova_source(
+        "slow",
+        &format!("http://127.0.0.1:{port}/demo-vm.ova"),
+        None,
+    )
+    .await;
+    h.wait_ova_source("slow", "clusterReady").await;
+    h.import_from(
+        "slow",
+        "OvaSource",
+        "slow",
+        "demo-vm",
+        &[("VM Network", "vlan1"), ("Storage Network", "storage")],
+    )
+    .await;
+    let start = std::time::Instant::now();
+    while h.scratch_files().iter().all(|f| !f.contains("/disks/")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no download started: {:?}\n{}",
+            h.scratch_files(),
+            tail(&h.log(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The partial download shows in status as a local file and as download progress.
+    h.wait_import(
+        "slow",
+        "recording its partial download",
+        Duration::from_secs(30),
+        |i| {
+            i.status.as_ref().is_some_and(|s| {
+                s.temporary_resources.iter().any(|t| t.kind == "file")
+                    && s.disk_progress
+                        .first()
+                        .is_some_and(|p| p.step == "download")
+            })
+        },
+    )
+    .await;
+    h.imports()
+        .delete("slow", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    while h.imports().get_opt("slow").await.unwrap().is_some() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the import is still there\n{}",
+            tail(&h.log(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let files = h.scratch_files();
+    assert!(files.is_empty(), "{files:?}");
+    let images: Api<DynamicObject> = Api::namespaced_with(h.client.clone(), NS, &image_ar());
+    assert!(
+        images
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let vms: Api<DynamicObject> = Api::namespaced_with(h.client.clone(), NS, &vm_ar());
+    assert!(vms.get_opt("demo-vm").await.unwrap().is_none());
+}

@@ -240,6 +240,8 @@ pub fn disk_progress(
                 (Some(im), _) if im.ready => "image ready".to_owned(),
                 (Some(_), _) => "image submitted".to_owned(),
                 (None, _) if d.output.is_some() => "exported".to_owned(),
+                // An OVA's disks come out of the archive's one download.
+                (None, _) if is_ova_file(d) && !d.download.done => "download".to_owned(),
                 (None, ExportStep::Cleanup | ExportStep::Done) if d.download.done => {
                     "converting".to_owned()
                 }
@@ -263,6 +265,13 @@ pub fn disk_progress(
             }
         })
         .collect()
+}
+
+fn is_ova_file(d: &vmi_engine::state::DiskState) -> bool {
+    matches!(
+        d.export.source,
+        vmi_openstack::export::ExportSource::Local { .. }
+    )
 }
 
 fn step_word(step: ExportStep) -> &'static str {

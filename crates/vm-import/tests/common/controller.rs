@@ -18,7 +18,6 @@ use serde_json::{Value, json};
 use sha2::Digest;
 use vmi_api::{OpenstackSource, OvaSource, VirtualMachineImport, VmwareSource};
 use vmi_fake_kube::FakeKube;
-use vmi_openstack::OpenstackApi;
 
 use super::cloud::Cloud;
 
@@ -289,6 +288,8 @@ impl Harness {
                 "3",
                 "--source-resync-seconds",
                 "10",
+                "--progress-interval-seconds",
+                "1",
             ])
             .stdout(Stdio::null())
             .stderr(log)
@@ -323,9 +324,9 @@ impl Harness {
         }
     }
 
-    pub async fn source(&self, name: &str, secret: &[(&str, &str)]) {
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), NS);
-        let data: BTreeMap<String, String> = secret
+    /// The Secret `<name>-credentials` holding `data` (as `stringData`).
+    async fn credentials(&self, name: &str, data: &[(&str, &str)]) -> Value {
+        let data: BTreeMap<String, String> = data
             .iter()
             .map(|(k, v)| ((*k).into(), (*v).into()))
             .collect();
@@ -335,12 +336,21 @@ impl Harness {
             "stringData": data
         }))
         .unwrap();
-        secrets.create(&PostParams::default(), &s).await.unwrap();
+        Api::<Secret>::namespaced(self.client.clone(), NS)
+            .create(&PostParams::default(), &s)
+            .await
+            .unwrap();
+        json!({"name": format!("{name}-credentials"), "namespace": NS})
+    }
+
+    /// An OpenstackSource of the local cloud with a Secret of `secret`.
+    pub async fn source(&self, name: &str, secret: &[(&str, &str)]) {
+        let credentials = self.credentials(name, secret).await;
         let src: OpenstackSource = serde_json::from_value(json!({
             "apiVersion": "migration.harvesterhci.io/v1beta1", "kind": "OpenstackSource",
             "metadata": {"name": name, "namespace": NS},
             "spec": {"endpoint": self.cloud().auth_url(), "region": "RegionOne",
-                     "credentials": {"name": format!("{name}-credentials"), "namespace": NS}}
+                     "credentials": credentials}
         }))
         .unwrap();
         Api::<OpenstackSource>::namespaced(self.client.clone(), NS)
@@ -353,21 +363,7 @@ impl Harness {
     pub async fn ova_source(&self, name: &str, url: &str, secret: Option<&[(&str, &str)]>) {
         let mut spec = json!({"url": url, "httpTimeoutSeconds": 30});
         if let Some(secret) = secret {
-            let data: BTreeMap<String, String> = secret
-                .iter()
-                .map(|(k, v)| ((*k).into(), (*v).into()))
-                .collect();
-            let s: Secret = serde_json::from_value(json!({
-                "apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": format!("{name}-credentials"), "namespace": NS},
-                "stringData": data
-            }))
-            .unwrap();
-            Api::<Secret>::namespaced(self.client.clone(), NS)
-                .create(&PostParams::default(), &s)
-                .await
-                .unwrap();
-            spec["credentials"] = json!({"name": format!("{name}-credentials"), "namespace": NS});
+            spec["credentials"] = self.credentials(name, secret).await;
         }
         let src: OvaSource = serde_json::from_value(json!({
             "apiVersion": "migration.harvesterhci.io/v1beta1", "kind": "OvaSource",
@@ -533,31 +529,7 @@ impl Harness {
     pub async fn leftovers(&self, name: &str, server_id: &str, disks: usize) -> Vec<String> {
         let api = self.demo_api();
         let prefix = vmi_openstack::export::name_prefix(&format!("{NS}/{name}"), server_id);
-        let mut left = Vec::new();
-        for i in 0..disks {
-            for s in api
-                .list_snapshots_by_name(&format!("{prefix}-d{i}-snap"))
-                .await
-                .unwrap()
-            {
-                left.push(format!("snapshot {} ({})", s.id, s.status));
-            }
-            for v in api
-                .list_volumes_by_name(&format!("{prefix}-d{i}-vol"))
-                .await
-                .unwrap()
-            {
-                left.push(format!("volume {} ({})", v.id, v.status));
-            }
-            for im in api
-                .list_images_by_name(&format!("{prefix}-d{i}-img"))
-                .await
-                .unwrap()
-            {
-                left.push(format!("image {} ({})", im.id, im.status));
-            }
-        }
-        left
+        super::cloud::leftovers(&api, &prefix, disks).await
     }
 
     pub fn scratch_files(&self) -> Vec<String> {

@@ -142,6 +142,26 @@ pub fn closed_port() -> u16 {
 /// `/<name>` only, with `Range: bytes=N-` and, with `auth`, only to that `Authorization`
 /// value (else 401). Returns the port.
 pub fn file_server(name: &str, data: Vec<u8>, auth: Option<String>) -> u16 {
+    serve_file(name, data, auth, None)
+}
+
+/// [`file_server`] without auth that sends bodies `chunk` bytes at a time with `pause` after
+/// each: slow enough to interrupt a download.
+pub fn slow_file_server(
+    name: &str,
+    data: Vec<u8>,
+    chunk: usize,
+    pause: std::time::Duration,
+) -> u16 {
+    serve_file(name, data, None, Some((chunk, pause)))
+}
+
+fn serve_file(
+    name: &str,
+    data: Vec<u8>,
+    auth: Option<String>,
+    throttle: Option<(usize, std::time::Duration)>,
+) -> u16 {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -206,7 +226,19 @@ pub fn file_server(name: &str, data: Vec<u8>, auth: Option<String>) -> u16 {
                     None => head("200 OK", "Accept-Ranges: bytes\r\n", len),
                 };
                 let _ = conn.write_all(h.as_bytes());
-                let _ = conn.write_all(&data[start..]);
+                match throttle {
+                    None => {
+                        let _ = conn.write_all(&data[start..]);
+                    }
+                    Some((chunk, pause)) => {
+                        for part in data[start..].chunks(chunk) {
+                            if conn.write_all(part).is_err() {
+                                return;
+                            }
+                            std::thread::sleep(pause);
+                        }
+                    }
+                }
             });
         }
     });
