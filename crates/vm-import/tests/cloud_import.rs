@@ -106,31 +106,7 @@ async fn leftovers(api: &vmi_openstack::HttpOpenstack, out: &Path) -> Vec<String
     let st = state(out);
     let prefix = st["namePrefix"].as_str().unwrap().to_owned();
     let disks = st["disks"].as_array().unwrap().len();
-    let mut left = Vec::new();
-    for i in 0..disks {
-        for s in api
-            .list_snapshots_by_name(&format!("{prefix}-d{i}-snap"))
-            .await
-            .unwrap()
-        {
-            left.push(format!("snapshot {} ({})", s.id, s.status));
-        }
-        for v in api
-            .list_volumes_by_name(&format!("{prefix}-d{i}-vol"))
-            .await
-            .unwrap()
-        {
-            left.push(format!("volume {} ({})", v.id, v.status));
-        }
-        for im in api
-            .list_images_by_name(&format!("{prefix}-d{i}-img"))
-            .await
-            .unwrap()
-        {
-            left.push(format!("image {} ({})", im.id, im.status));
-        }
-    }
-    left
+    common::cloud::leftovers(api, &prefix, disks).await
 }
 
 fn expected_bfv(cloud: &Cloud) -> (String, String) {

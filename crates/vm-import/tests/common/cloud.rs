@@ -71,3 +71,38 @@ pub const DEMO: &[(&str, &str)] = &[
     ("project_name", "demo"),
     ("domain_name", "Default"),
 ];
+
+/// The temporary resources (snapshots, volumes, images) of the first `disks` disks of the
+/// import whose deterministic names start with `prefix` that still exist on the cloud.
+pub async fn leftovers(
+    api: &vmi_openstack::HttpOpenstack,
+    prefix: &str,
+    disks: usize,
+) -> Vec<String> {
+    use vmi_openstack::OpenstackApi;
+    let mut left = Vec::new();
+    for i in 0..disks {
+        for s in api
+            .list_snapshots_by_name(&format!("{prefix}-d{i}-snap"))
+            .await
+            .unwrap()
+        {
+            left.push(format!("snapshot {} ({})", s.id, s.status));
+        }
+        for v in api
+            .list_volumes_by_name(&format!("{prefix}-d{i}-vol"))
+            .await
+            .unwrap()
+        {
+            left.push(format!("volume {} ({})", v.id, v.status));
+        }
+        for im in api
+            .list_images_by_name(&format!("{prefix}-d{i}-img"))
+            .await
+            .unwrap()
+        {
+            left.push(format!("image {} ({})", im.id, im.status));
+        }
+    }
+    left
+}
