@@ -240,3 +240,109 @@ async fn deleting_an_ova_import_mid_download_cancels_it_and_removes_its_files() 
     let vms: Api<DynamicObject> = Api::namespaced_with(h.client.clone(), NS, &vm_ar());
     assert!(vms.get_opt("demo-vm").await.unwrap().is_none());
 }
+
+/// `vm_import_leader` of the controller whose metrics listen on `port`, `None` while it does
+/// not answer.
+async fn leader_gauge(port: u16) -> Option<u64> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("vm_import_leader "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Two replicas: one leads, the other stands by; when the leader is killed (no lease release)
+/// the standby takes over within the lease duration and runs an import to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_standby_replica_takes_over_from_a_killed_leader() {
+    let port = common::file_server("demo-vm.ova", demo_ova(), None);
+    let mut h = Harness::start_without_cloud().await;
+    let (standby_disks, standby_metrics) = (free_port(), free_port());
+    let mut standby = h.spawn_controller(
+        "standby",
+        &h.dir.path().join("standby-scratch"),
+        standby_disks,
+        standby_metrics,
+        "standby.log",
+    );
+    let start = std::time::Instant::now();
+    loop {
+        let (a, b) = (
+            leader_gauge(h.metrics_port).await,
+            leader_gauge(standby_metrics).await,
+        );
+        if (a, b) == (Some(1), Some(0)) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "expected the first controller to lead and the second to stand by: {a:?} {b:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Standing by, the second replica reconciles nothing.
+    h.ova_source(
+        "demo",
+        &format!("http://127.0.0.1:{port}/demo-vm.ova"),
+        None,
+    )
+    .await;
+    h.wait_ova_source("demo", "clusterReady").await;
+    let standby_log_path = h.dir.path().join("standby.log");
+    let standby_log = || std::fs::read_to_string(&standby_log_path).unwrap();
+    assert!(
+        !standby_log().contains("source verified"),
+        "{}",
+        standby_log()
+    );
+
+    h.kill_controller();
+    let killed = std::time::Instant::now();
+    h.nads(&["vlan1", "storage"]).await;
+    h.import_from(
+        "demo",
+        "OvaSource",
+        "demo",
+        "demo-vm",
+        &[("VM Network", "vlan1"), ("Storage Network", "storage")],
+    )
+    .await;
+    loop {
+        if leader_gauge(standby_metrics).await == Some(1) {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "the standby did not take over\n{}",
+            tail(&standby_log(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let took_over = killed.elapsed();
+    let done = h
+        .wait_import(
+            "demo",
+            "virtualMachineRunning",
+            Duration::from_secs(120),
+            |i| {
+                i.status
+                    .as_ref()
+                    .and_then(|s| s.import_status)
+                    .is_some_and(|s| serde_json::to_value(s).unwrap() == "virtualMachineRunning")
+            },
+        )
+        .await;
+    let url = &h.seen.lock().unwrap().downloads[0].1;
+    assert!(
+        url.starts_with(&format!("http://127.0.0.1:{standby_disks}/")),
+        "the disk came from {url}, not from the new leader"
+    );
+    assert!(done.status.unwrap().temporary_resources.is_empty());
+    eprintln!("the standby took over {took_over:?} after the leader was killed");
+    standby.kill().unwrap();
+    standby.wait().unwrap();
+}

@@ -259,30 +259,44 @@ impl Harness {
     }
 
     pub fn start_controller(&mut self) {
+        let child = self.spawn_controller(
+            "test-controller",
+            &self.scratch(),
+            self.disk_port,
+            self.metrics_port,
+            "controller.log",
+        );
+        self.controller = Some(child);
+    }
+
+    /// Another replica of the controller on the same API (its own scratch folder, ports and
+    /// log file in the harness's folder). The caller owns the process.
+    pub fn spawn_controller(
+        &self,
+        identity: &str,
+        scratch: &std::path::Path,
+        disk_port: u16,
+        metrics_port: u16,
+        log_name: &str,
+    ) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.path().join("controller.log"))
+            .open(self.dir.path().join(log_name))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_vm-import"))
+        Command::new(env!("CARGO_BIN_EXE_vm-import"))
             .arg("controller")
             .arg("--kubeconfig")
             .arg(self.kube.kubeconfig_path())
             .arg("--scratch-dir")
-            .arg(self.scratch())
-            .args([
-                "--disk-server-bind",
-                &format!("127.0.0.1:{}", self.disk_port),
-            ])
+            .arg(scratch)
+            .args(["--disk-server-bind", &format!("127.0.0.1:{disk_port}")])
             .args([
                 "--disk-server-url",
-                &format!("http://127.0.0.1:{}", self.disk_port),
+                &format!("http://127.0.0.1:{disk_port}"),
             ])
-            .args([
-                "--metrics-bind",
-                &format!("127.0.0.1:{}", self.metrics_port),
-            ])
-            .args(["--lease-namespace", NS, "--identity", "test-controller"])
+            .args(["--metrics-bind", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--lease-namespace", NS, "--identity", identity])
             .args([
                 "--lease-duration-seconds",
                 "3",
@@ -294,8 +308,7 @@ impl Harness {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap();
-        self.controller = Some(child);
+            .unwrap()
     }
 
     /// SIGKILL: no cleanup, no lease release.
