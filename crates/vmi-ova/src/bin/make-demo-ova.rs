@@ -1,4 +1,7 @@
-//! `make-demo-ova OUT_DIR`: makes a small demo OVA from scratch, identically every time.
+//! `make-demo-ova OUT_DIR [--disk-mib N] [--random-mib M]`: makes a small demo OVA from
+//! scratch, identically every time. The options make larger ones for benchmarks (a disk of
+//! N MiB with M MiB of incompressible data from 1 MiB on); the defaults make the committed
+//! `examples/ova/demo-vm.ova`.
 //!
 //! - `OUT_DIR/demo-vm-disk1.raw`: a 64 MiB raw disk with a marker at the start, deterministic
 //!   pseudo-random data at 1 MiB, a text block at 32 MiB and a marker at the end (the rest is
@@ -25,7 +28,18 @@ use vmi_disk::Algorithm;
 use vmi_disk::digest::file_digests;
 
 const NAME: &str = "demo-vm";
-const DISK_MIB: u64 = 64;
+/// The shape of the disk.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    disk_mib: u64,
+    /// Incompressible bytes written from 1 MiB on.
+    random_bytes: u64,
+}
+
+const DEFAULT_SHAPE: Shape = Shape {
+    disk_mib: 64,
+    random_bytes: 256 << 10,
+};
 const MARKER: &[u8] = b"VMI-OVA-DEMO-DISK v1: vm-import demo disk, made by make-demo-ova\n";
 const END_MARKER: &[u8] = b"VMI-OVA-DEMO-DISK END\n";
 /// 2023-11-14T22:13:20Z, for every tar entry.
@@ -35,19 +49,40 @@ const FIXED_CID: &[u8; 8] = b"766d6931";
 const MACS: [&str; 2] = ["00:50:56:00:de:01", "00:50:56:00:de:02"];
 const NETWORKS: [&str; 2] = ["VM Network", "Storage Network"];
 
+const USAGE: &str = "usage: make-demo-ova OUT_DIR [--disk-mib N] [--random-mib M]";
+
 fn main() {
-    let mut args = std::env::args_os().skip(1);
-    let (Some(out), None) = (args.next(), args.next()) else {
-        eprintln!("usage: make-demo-ova OUT_DIR");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((out, shape)) = parse_args(&args) else {
+        eprintln!("{USAGE}");
         std::process::exit(2);
     };
-    if let Err(e) = run(Path::new(&out)) {
+    if let Err(e) = run(Path::new(out), shape) {
         eprintln!("make-demo-ova: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn run(out: &Path) -> Result<()> {
+fn parse_args(args: &[String]) -> Option<(&str, Shape)> {
+    let (out, mut rest) = args.split_first()?;
+    if out.starts_with('-') {
+        return None;
+    }
+    let mut shape = DEFAULT_SHAPE;
+    while let [flag, value, tail @ ..] = rest {
+        let n: u64 = value.parse().ok()?;
+        match flag.as_str() {
+            "--disk-mib" => shape.disk_mib = n,
+            "--random-mib" => shape.random_bytes = n << 20,
+            _ => return None,
+        }
+        rest = tail;
+    }
+    let fits = shape.disk_mib >= 2 && (1 << 20) + shape.random_bytes + 4096 <= shape.disk_mib << 20;
+    (rest.is_empty() && fits).then_some((out.as_str(), shape))
+}
+
+fn run(out: &Path, shape: Shape) -> Result<()> {
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let work = out.join(".make-demo-ova");
     if work.exists() {
@@ -56,7 +91,7 @@ fn run(out: &Path) -> Result<()> {
     fs::create_dir(&work).with_context(|| format!("creating {}", work.display()))?;
 
     let raw = out.join(format!("{NAME}-disk1.raw"));
-    write_raw_disk(&raw)?;
+    write_raw_disk(&raw, shape)?;
     let vmdk_name = format!("{NAME}-disk1.vmdk");
     let vmdk = work.join(&vmdk_name);
     qemu_img_stream_optimized(&raw, &vmdk)?;
@@ -64,7 +99,7 @@ fn run(out: &Path) -> Result<()> {
     let vmdk_size = fs::metadata(&vmdk)?.len();
 
     let ovf_name = format!("{NAME}.ovf");
-    let ovf = descriptor(&vmdk_name, vmdk_size);
+    let ovf = descriptor(&vmdk_name, vmdk_size, shape.disk_mib);
     let ovf_path = work.join(&ovf_name);
     fs::write(&ovf_path, &ovf)?;
 
@@ -98,34 +133,47 @@ fn run(out: &Path) -> Result<()> {
         ova.display(),
         fs::metadata(&ova)?.len()
     );
-    println!("{}  {} MiB (the source disk)", raw.display(), DISK_MIB);
+    println!(
+        "{}  {} MiB (the source disk)",
+        raw.display(),
+        shape.disk_mib
+    );
     Ok(())
 }
 
 /// A sparse raw disk with recognisable, deterministic content.
-fn write_raw_disk(path: &Path) -> Result<()> {
+fn write_raw_disk(path: &Path, shape: Shape) -> Result<()> {
     let mut f = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    f.set_len(DISK_MIB << 20)?;
+    f.set_len(shape.disk_mib << 20)?;
     f.write_all(MARKER)?;
-    // 256 KiB of xorshift64* output at 1 MiB: incompressible, so the VMDK has real grains.
+    // xorshift64* output from 1 MiB on: incompressible, so the VMDK has real grains.
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut random = Vec::with_capacity(256 << 10);
-    while random.len() < 256 << 10 {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        random.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
     f.seek(SeekFrom::Start(1 << 20))?;
-    f.write_all(&random)?;
-    // A text block at 32 MiB.
-    let mut text = String::new();
-    for i in 0..2048 {
-        writeln!(text, "vm-import demo block {i:05}")?;
+    let mut left = shape.random_bytes;
+    let mut random = Vec::with_capacity(1 << 20);
+    while left > 0 {
+        random.clear();
+        let n = usize::try_from(left.min(1 << 20))?;
+        while random.len() < n {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            random.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+        }
+        random.truncate(n);
+        f.write_all(&random)?;
+        left -= n as u64;
     }
-    f.seek(SeekFrom::Start(32 << 20))?;
-    f.write_all(text.as_bytes())?;
-    f.seek(SeekFrom::Start((DISK_MIB << 20) - 4096))?;
+    // A text block at 32 MiB (on disks large enough).
+    if shape.disk_mib > 33 {
+        let mut text = String::new();
+        for i in 0..2048 {
+            writeln!(text, "vm-import demo block {i:05}")?;
+        }
+        f.seek(SeekFrom::Start(32 << 20))?;
+        f.write_all(text.as_bytes())?;
+    }
+    f.seek(SeekFrom::Start((shape.disk_mib << 20) - 4096))?;
     f.write_all(END_MARKER)?;
     f.sync_all()?;
     Ok(())
@@ -232,7 +280,7 @@ fn networks_and_nics() -> (String, String) {
 }
 
 /// The OVF 1.0 descriptor, in the shape VMware's ovftool writes.
-fn descriptor(vmdk_name: &str, vmdk_size: u64) -> String {
+fn descriptor(vmdk_name: &str, vmdk_size: u64, disk_mib: u64) -> String {
     let (nets, nics) = networks_and_nics();
     let vmdk_name = xml_escape(vmdk_name);
     format!(
@@ -244,7 +292,7 @@ fn descriptor(vmdk_name: &str, vmdk_size: u64) -> String {
   </References>
   <DiskSection>
     <Info>Virtual disk information</Info>
-    <Disk ovf:capacity="{DISK_MIB}" ovf:capacityAllocationUnits="byte * 2^20" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>
+    <Disk ovf:capacity="{disk_mib}" ovf:capacityAllocationUnits="byte * 2^20" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>
   </DiskSection>
   <NetworkSection>
     <Info>The list of logical networks</Info>
