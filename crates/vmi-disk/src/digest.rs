@@ -113,25 +113,104 @@ impl MultiHasher {
     }
 }
 
-/// Digests of a whole file, read in 1 MiB blocks (blocking: call from a blocking thread).
+/// Digests of a whole file, read once in 1 MiB blocks (blocking: call from a blocking thread).
+/// With several algorithms each runs on its own thread, so that SHA-256 and SHA-512 of a
+/// large disk take the time of the slower one, not of both.
 pub fn file_digests(path: &std::path::Path, algorithms: &[Algorithm]) -> std::io::Result<Digests> {
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
-    let mut h = MultiHasher::new(algorithms);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
+    if algorithms.len() < 2 {
+        let mut h = MultiHasher::new(algorithms);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
         }
-        h.update(&buf[..n]);
+        return Ok(h.finish());
     }
-    Ok(h.finish())
+    std::thread::scope(|scope| {
+        let mut senders = Vec::new();
+        let mut workers = Vec::new();
+        for a in algorithms {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<std::sync::Arc<Vec<u8>>>(4);
+            senders.push(tx);
+            let algorithm = *a;
+            workers.push(scope.spawn(move || {
+                let mut h = MultiHasher::new(&[algorithm]);
+                for chunk in rx {
+                    h.update(&chunk);
+                }
+                h.finish()
+            }));
+        }
+        let mut read_error = None;
+        loop {
+            let mut buf = vec![0u8; 1 << 20];
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    let chunk = std::sync::Arc::new(buf);
+                    for tx in &senders {
+                        // A worker only stops when its channel closes.
+                        let _ = tx.send(chunk.clone());
+                    }
+                }
+                Err(e) => {
+                    read_error = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(senders);
+        let mut out = Digests::default();
+        for w in workers {
+            let d = w
+                .join()
+                .map_err(|_| std::io::Error::other("a digest thread panicked"))?;
+            out.md5 = out.md5.or(d.md5);
+            out.sha1 = out.sha1.or(d.sha1);
+            out.sha256 = out.sha256.or(d.sha256);
+            out.sha512 = out.sha512.or(d.sha512);
+        }
+        match read_error {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_digests_on_threads_match_one_pass() {
+        let dir = std::env::temp_dir().join(format!("vmi-digest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f");
+        let data: Vec<u8> = (0..(3 << 20) + 12345)
+            .map(|i: u32| (i % 251) as u8)
+            .collect();
+        std::fs::write(&path, &data).unwrap();
+        let all = [
+            Algorithm::Md5,
+            Algorithm::Sha1,
+            Algorithm::Sha256,
+            Algorithm::Sha512,
+        ];
+        let threaded = file_digests(&path, &all).unwrap();
+        let mut one = MultiHasher::new(&all);
+        one.update(&data);
+        assert_eq!(threaded, one.finish());
+        let single = file_digests(&path, &[Algorithm::Sha256]).unwrap();
+        assert_eq!(single.sha256, threaded.sha256);
+        assert_eq!(single.sha512, None);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn known_digests_of_abc() {
