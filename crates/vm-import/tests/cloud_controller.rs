@@ -28,13 +28,6 @@ use serde_json::{Value, json};
 use vmi_api::{OpenstackSource, VirtualMachineImport};
 use vmi_openstack::OpenstackApi;
 
-fn status_is(i: &VirtualMachineImport, want: &str) -> bool {
-    i.status
-        .as_ref()
-        .and_then(|s| s.import_status)
-        .is_some_and(|s| serde_json::to_value(s).unwrap() == want)
-}
-
 /// The engine step of disk `d` as the status records it.
 fn disk_step(i: &VirtualMachineImport, d: usize) -> String {
     i.status

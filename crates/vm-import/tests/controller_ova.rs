@@ -84,12 +84,7 @@ async fn an_ova_source_is_verified_and_its_import_runs_to_a_ready_vm() {
             "demo",
             "virtualMachineRunning",
             Duration::from_secs(120),
-            |i| {
-                i.status
-                    .as_ref()
-                    .and_then(|s| s.import_status)
-                    .is_some_and(|s| serde_json::to_value(s).unwrap() == "virtualMachineRunning")
-            },
+            |i| status_is(i, "virtualMachineRunning"),
         )
         .await;
     let status = done.status.unwrap();
@@ -328,12 +323,7 @@ async fn a_standby_replica_takes_over_from_a_killed_leader() {
             "demo",
             "virtualMachineRunning",
             Duration::from_secs(120),
-            |i| {
-                i.status
-                    .as_ref()
-                    .and_then(|s| s.import_status)
-                    .is_some_and(|s| serde_json::to_value(s).unwrap() == "virtualMachineRunning")
-            },
+            |i| status_is(i, "virtualMachineRunning"),
         )
         .await;
     let url = &h.seen.lock().unwrap().downloads[0].1;

@@ -782,17 +782,7 @@ impl Driver {
         }
         if let Some(task) = &rt.download {
             if task.is_finished() {
-                let task = rt.download.take();
-                let joined = match task {
-                    Some(t) => t.await,
-                    None => Ok(Ok(())),
-                };
-                joined.unwrap_or_else(|e| {
-                    Err(failed(
-                        "InternalError",
-                        format!("disk {i}: the download task ended abnormally: {e}"),
-                    ))
-                })?;
+                join_task(&mut rt.download, &format!("disk {i}: the download task")).await?;
                 self.journal
                     .update(|s| export::download_done(&mut s.disks[i].export))?;
                 return Ok(Duration::ZERO);
@@ -925,20 +915,29 @@ where
             Ok(TaskPoll::Started)
         }
         Some(t) if t.is_finished() => {
-            let joined = match slot.take() {
-                Some(t) => t.await,
-                None => Ok(Ok(())),
-            };
-            joined.unwrap_or_else(|e| {
-                Err(failed(
-                    "InternalError",
-                    format!("{what} ended abnormally: {e}"),
-                ))
-            })?;
+            join_task(slot, what).await?;
             Ok(TaskPoll::Finished)
         }
         Some(_) => Ok(TaskPoll::Running),
     }
+}
+
+/// Takes a finished task out of `slot` and returns its outcome; a panicked or aborted task is
+/// an `InternalError` naming `what`.
+async fn join_task(
+    slot: &mut Option<JoinHandle<Result<(), PhaseError>>>,
+    what: &str,
+) -> Result<(), PhaseError> {
+    let joined = match slot.take() {
+        Some(t) => t.await,
+        None => Ok(Ok(())),
+    };
+    joined.unwrap_or_else(|e| {
+        Err(failed(
+            "InternalError",
+            format!("{what} ended abnormally: {e}"),
+        ))
+    })
 }
 
 /// Rounds of cleanup: the poll schedule and the errors of the last round.

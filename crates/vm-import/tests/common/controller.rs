@@ -562,6 +562,14 @@ impl Harness {
     }
 }
 
+/// Whether the import's `status.importStatus` is `want` (its upstream spelling).
+pub fn status_is(i: &VirtualMachineImport, want: &str) -> bool {
+    i.status
+        .as_ref()
+        .and_then(|s| s.import_status)
+        .is_some_and(|s| serde_json::to_value(s).unwrap() == want)
+}
+
 pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
