@@ -244,12 +244,13 @@ fn an_unmapped_ova_nic_is_reported_with_its_mac_as_for_openstack() {
 #[test]
 fn an_ova_import_killed_mid_download_resumes_with_the_same_disk() {
     let ova = std::fs::read(repo_file("examples/ova/demo-vm.ova")).unwrap();
-    // ~400 KiB at 8 KiB per 25 ms: about 1.3 s of download.
+    // ~400 KiB at 4 KiB per 50 ms: about 5 s of download, time enough to kill it on a busy
+    // machine.
     let port = slow_file_server(
         "demo-vm.ova",
         ova,
-        8 << 10,
-        std::time::Duration::from_millis(25),
+        4 << 10,
+        std::time::Duration::from_millis(50),
     );
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(repo_file("examples/ova/demo-vm.yaml"))

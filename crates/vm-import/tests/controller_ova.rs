@@ -256,14 +256,24 @@ async fn leader_gauge(port: u16) -> Option<u64> {
 async fn a_standby_replica_takes_over_from_a_killed_leader() {
     let port = common::file_server("demo-vm.ova", demo_ova(), None);
     let mut h = Harness::start_without_cloud().await;
+    // The first controller leads before the second starts (else either may win the Lease).
+    let start = std::time::Instant::now();
+    while leader_gauge(h.metrics_port).await != Some(1) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the first controller did not become leader\n{}",
+            tail(&h.log(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (standby_disks, standby_metrics) = (free_port(), free_port());
-    let mut standby = h.spawn_controller(
+    let standby = KillOnDrop(h.spawn_controller(
         "standby",
         &h.dir.path().join("standby-scratch"),
         standby_disks,
         standby_metrics,
         "standby.log",
-    );
+    ));
     let start = std::time::Instant::now();
     loop {
         let (a, b) = (
@@ -333,6 +343,15 @@ async fn a_standby_replica_takes_over_from_a_killed_leader() {
     );
     assert!(done.status.unwrap().temporary_resources.is_empty());
     eprintln!("the standby took over {took_over:?} after the leader was killed");
-    standby.kill().unwrap();
-    standby.wait().unwrap();
+    drop(standby);
+}
+
+/// A child process killed when the test ends, also when it fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
