@@ -299,6 +299,29 @@ impl Driver {
         })
     }
 
+    /// The 1:1 NIC plan of the import, with a note for every NIC on an unmapped network.
+    fn nic_plan(
+        &self,
+        nics: &[vmi_core::model::Nic],
+        resolved: &[vmi_core::network::ResolvedMapping],
+    ) -> Result<vmi_core::network::NicPlan, PhaseError> {
+        let default_model = self
+            .request
+            .import
+            .spec
+            .default_network_interface_model
+            .unwrap_or(vmi_api::NetworkInterfaceModel::Virtio);
+        let plan = plan_nics(nics, resolved, default_model).map_err(|e| failed("BadMapping", e))?;
+        for nic in &plan.unmapped {
+            self.progress.note(&format!(
+                "NIC {} on network {} has no mapping and is not created on the imported VM",
+                nic.mac,
+                nic.network.describe()
+            ));
+        }
+        Ok(plan)
+    }
+
     /// One step. `Err` ends the import: a failed preflight (nothing touched), or a failure
     /// after the temporary resources were cleaned up (`left` lists what could not be).
     pub async fn step(&self) -> Result<Step, EngineError> {
@@ -498,20 +521,7 @@ impl Driver {
                     format!("describing server {}: {e}", facts.server.id),
                 )
             })?;
-        let default_model = request
-            .import
-            .spec
-            .default_network_interface_model
-            .unwrap_or(vmi_api::NetworkInterfaceModel::Virtio);
-        let plan = plan_nics(&model.nics, &facts.resolved, default_model)
-            .map_err(|e| failed("BadMapping", e))?;
-        for nic in &plan.unmapped {
-            self.progress.note(&format!(
-                "NIC {} on network {} has no mapping and is not created on the imported VM",
-                nic.mac,
-                nic.network.describe()
-            ));
-        }
+        let plan = self.nic_plan(&model.nics, &facts.resolved)?;
         let prefix = export::name_prefix(&request.import_key(), &facts.server.id);
         let disks = disk_plan(&model, &facts.server.id);
         self.journal.update(|s| {
@@ -619,21 +629,7 @@ impl Driver {
             }
             rt.warned = true;
         }
-        let default_model = self
-            .request
-            .import
-            .spec
-            .default_network_interface_model
-            .unwrap_or(vmi_api::NetworkInterfaceModel::Virtio);
-        let plan = plan_nics(&facts.model.nics, &facts.resolved, default_model)
-            .map_err(|e| failed("BadMapping", e))?;
-        for nic in &plan.unmapped {
-            self.progress.note(&format!(
-                "NIC {} on network {} has no mapping and is not created on the imported VM",
-                nic.mac,
-                nic.network.describe()
-            ));
-        }
+        let plan = self.nic_plan(&facts.model.nics, &facts.resolved)?;
         let disks: Vec<DiskState> = facts
             .model
             .disks
